@@ -1,0 +1,299 @@
+"""One frozen, typed Settings object built from an INI file plus command-line flags."""
+
+from __future__ import annotations
+
+import argparse
+import configparser
+import dataclasses
+from collections.abc import Sequence
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_CONFIG = REPO_ROOT / "configs" / "default.ini"
+
+DISTANCES = ("ours", "modmse", "mse", "cos")
+DEVICES = ("auto", "cpu", "cuda")
+DEPTHS = (2, 3, 4)
+
+
+class SettingsError(ValueError):
+    """Bad configuration: the message is one line naming the section, key and value."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    # [DEFAULT]
+    logging_parent: Path
+    experiment_name: str
+    seed: int
+    device: str
+    log: bool
+    # [MODEL]
+    pytorch: bool
+    net_depth: int
+    batch_size: int
+    dist_opt: str
+    dist_lr: float
+    dist_momentum: float
+    classifier_lr: float
+    # [DISTILLATION]
+    cad_per_class: int
+    num_points: int
+    total_iterations: int
+    save_cad_every: int
+    eval_iterations: tuple[int, ...]
+    # [MNIST]
+    dataset_dir: Path
+    threshold: int
+    # [EVALUATION]
+    eval_models: int
+    eval_epochs: int
+    eval_batch_size: int
+    eval_momentum: float
+    eval_weight_decay: float
+    augment: bool
+    augment_test: bool
+    test_size: int
+
+    @property
+    def mode(self) -> str:
+        return "pytorch" if self.pytorch else "minkowski"
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-friendly view (paths as strings, tuples as lists)."""
+        out = {}
+        for f in fields(self):
+            value = getattr(self, f.name)
+            out[f.name] = str(value) if isinstance(value, Path) else (
+                list(value) if isinstance(value, tuple) else value)
+        out["mode"] = self.mode
+        return out
+
+
+# INI schema: section -> key -> (Settings field, parser). "raw" keys are resolved after all
+# overrides are applied, because their meaning depends on other keys.
+_STR, _INT, _FLOAT, _BOOL, _PATH, _RAW = "str", "int", "float", "bool", "path", "raw"
+SCHEMA: dict[str, dict[str, tuple[str, str]]] = {
+    "DEFAULT": {
+        "logging_parent": ("logging_parent", _PATH),
+        "experiment_name": ("experiment_name", _STR),
+        "seed": ("seed", _INT),
+        "device": ("device", _STR),
+        "log": ("log", _BOOL),
+    },
+    "MODEL": {
+        "pytorch": ("pytorch", _BOOL),
+        "net_depth": ("net_depth", _RAW),
+        "batch_size": ("batch_size", _INT),
+        "dist_opt": ("dist_opt", _STR),
+        "dist_lr": ("dist_lr", _FLOAT),
+        "dist_momentum": ("dist_momentum", _FLOAT),
+        "classifier_lr": ("classifier_lr", _FLOAT),
+    },
+    "DISTILLATION": {
+        "cad_per_class": ("cad_per_class", _INT),
+        "num_points": ("num_points", _INT),
+        "total_iterations": ("total_iterations", _INT),
+        "save_cad_every": ("save_cad_every", _INT),
+        "eval_iterations": ("eval_iterations", _RAW),
+    },
+    "MNIST": {
+        "dataset_dir": ("dataset_dir", _PATH),
+        "threshold": ("threshold", _INT),
+    },
+    "EVALUATION": {
+        "models": ("eval_models", _INT),
+        "epochs": ("eval_epochs", _INT),
+        "batch_size": ("eval_batch_size", _INT),
+        "momentum": ("eval_momentum", _FLOAT),
+        "weight_decay": ("eval_weight_decay", _FLOAT),
+        "augment": ("augment", _BOOL),
+        "augment_test": ("augment_test", _BOOL),
+        "test_size": ("test_size", _INT),
+    },
+}
+
+# Named flags -> (section, key). Everything else goes through --set SECTION.key=value.
+_FLAG_KEYS = {
+    "exp": ("DEFAULT", "experiment_name"),
+    "log": ("DEFAULT", "log"),
+    "seed": ("DEFAULT", "seed"),
+    "device": ("DEFAULT", "device"),
+    "pytorch": ("MODEL", "pytorch"),
+    "distance": ("MODEL", "dist_opt"),
+    "depth": ("MODEL", "net_depth"),
+    "iterations": ("DISTILLATION", "total_iterations"),
+    "clouds_per_class": ("DISTILLATION", "cad_per_class"),
+    "eval_models": ("EVALUATION", "models"),
+    "eval_epochs": ("EVALUATION", "epochs"),
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="mnist_distill.py",
+        description="Distill MNIST into a few sparse 3D point clouds per class by gradient matching.",
+        allow_abbrev=False,
+    )
+    p.add_argument("--config", type=Path, default=DEFAULT_CONFIG,
+                   help="INI file laid over configs/default.ini (only the keys it changes are needed)")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.key=value",
+                   help="override any INI key, e.g. --set EVALUATION.test_size=1000 (repeatable)")
+    p.add_argument("--exp", metavar="NAME", help="experiment name, appended to the run folder")
+    p.add_argument("--log", action=argparse.BooleanOptionalAction, default=None,
+                   help="write TensorBoard events and a text log (--no-log: results and exports only)")
+    p.add_argument("--pytorch", action=argparse.BooleanOptionalAction, default=None,
+                   help="distill through the dense PyTorch network instead of MinkowskiEngine")
+    p.add_argument("--seed", type=int, help="random seed (python, numpy, torch)")
+    p.add_argument("--device", choices=DEVICES, help="where the arithmetic runs (auto: cuda if available)")
+    p.add_argument("--iterations", type=int, help="outer iterations (coordinate updates)")
+    p.add_argument("--clouds-per-class", type=int, help="synthetic clouds per class")
+    p.add_argument("--distance", choices=DISTANCES, help="gradient distance (distillation_loss.py)")
+    p.add_argument("--depth", type=int, choices=DEPTHS, help="blocks of the distillation network")
+    p.add_argument("--eval-models", type=int, help="fresh evaluation models per evaluation")
+    p.add_argument("--eval-epochs", type=int, help="training epochs per evaluation model")
+    return p
+
+
+def _read_ini(path: Path) -> dict[str, dict[str, str]]:
+    # [DEFAULT] is read as an ordinary section: no inheritance, so each section's keys are its own.
+    parser = configparser.ConfigParser(interpolation=None, default_section="\x00none")
+    try:
+        with open(path, encoding="utf-8") as fh:
+            parser.read_file(fh)
+    except OSError as e:
+        raise SettingsError(f"cannot read config {path}: {e.strerror or e}") from None
+    except configparser.Error as e:
+        raise SettingsError(f"malformed config {path}: {str(e).splitlines()[0]}") from None
+    raw: dict[str, dict[str, str]] = {"DEFAULT": {}}
+    for section in parser.sections():
+        if section not in SCHEMA:
+            raise SettingsError(f"unknown section [{section}] in {path}")
+        raw[section] = dict(parser.items(section))
+        for key in raw[section]:
+            if key not in SCHEMA[section]:
+                raise SettingsError(f"unknown key {section}.{key} in {path}")
+    return raw
+
+
+def _apply_override(raw: dict[str, dict[str, str]], item: str) -> None:
+    if "=" not in item or "." not in item.split("=", 1)[0]:
+        raise SettingsError(f"--set expects SECTION.key=value, got {item!r}")
+    name, value = item.split("=", 1)
+    section, key = name.split(".", 1)
+    section = section.upper() if section.upper() in SCHEMA else section
+    if section not in SCHEMA:
+        raise SettingsError(f"unknown section [{section}] in --set {item}")
+    if key not in SCHEMA[section]:
+        raise SettingsError(f"unknown key {section}.{key} in --set {item}")
+    raw.setdefault(section, {})[key] = value.strip()
+
+
+def _convert(section: str, key: str, value: str, kind: str) -> Any:
+    try:
+        if kind == _INT:
+            return int(value)
+        if kind == _FLOAT:
+            return float(value)
+        if kind == _BOOL:
+            lowered = value.strip().lower()
+            if lowered not in configparser.ConfigParser.BOOLEAN_STATES:
+                raise ValueError
+            return configparser.ConfigParser.BOOLEAN_STATES[lowered]
+        if kind == _PATH:
+            path = Path(value).expanduser()
+            return path if path.is_absolute() else REPO_ROOT / path
+        return value.strip()
+    except ValueError:
+        raise SettingsError(f"{section}.{key} = {value!r} is not a valid {kind}") from None
+
+
+def _resolve_depth(value: str, pytorch: bool) -> int:
+    if value.strip().lower() == "auto":
+        return 3 if pytorch else 2
+    depth = _convert("MODEL", "net_depth", value, _INT)
+    if depth not in DEPTHS:
+        raise SettingsError(f"MODEL.net_depth = {value!r} is not supported (use auto or 2-4)")
+    return depth
+
+
+def _resolve_eval_iterations(value: str, total: int) -> tuple[int, ...]:
+    if value.strip().lower() == "auto":
+        wanted = [0, 250, total // 4, total // 2, 3 * total // 4]
+    else:
+        wanted = [_convert("DISTILLATION", "eval_iterations", v, _INT)
+                  for v in value.split(",") if v.strip()]
+        if any(i < 0 for i in wanted):
+            raise SettingsError(f"DISTILLATION.eval_iterations = {value!r} has a negative entry")
+    return tuple(sorted({i for i in wanted if i < total} | {total}))
+
+
+def _validate(s: Settings) -> None:
+    def check(ok: bool, section: str, key: str, value: Any, rule: str) -> None:
+        if not ok:
+            raise SettingsError(f"{section}.{key} = {value!r} is out of range ({rule})")
+
+    check(s.device in DEVICES, "DEFAULT", "device", s.device, "auto, cpu or cuda")
+    check(bool(s.experiment_name) and "/" not in s.experiment_name, "DEFAULT", "experiment_name",
+          s.experiment_name, "non-empty, no '/'")
+    check(s.seed >= 0, "DEFAULT", "seed", s.seed, ">= 0")
+    check(s.dist_opt in DISTANCES, "MODEL", "dist_opt", s.dist_opt, "/".join(DISTANCES))
+    check(s.batch_size >= 1, "MODEL", "batch_size", s.batch_size, ">= 1")
+    check(s.dist_lr > 0, "MODEL", "dist_lr", s.dist_lr, "> 0")
+    check(0 <= s.dist_momentum < 1, "MODEL", "dist_momentum", s.dist_momentum, "0 <= m < 1")
+    check(s.classifier_lr > 0, "MODEL", "classifier_lr", s.classifier_lr, "> 0")
+    check(s.cad_per_class >= 1, "DISTILLATION", "cad_per_class", s.cad_per_class, ">= 1")
+    check(s.num_points >= 1, "DISTILLATION", "num_points", s.num_points, ">= 1")
+    check(s.total_iterations >= 1, "DISTILLATION", "total_iterations", s.total_iterations, ">= 1")
+    check(s.save_cad_every >= 0, "DISTILLATION", "save_cad_every", s.save_cad_every, ">= 0")
+    check(0 <= s.threshold <= 255, "MNIST", "threshold", s.threshold, "0-255")
+    check(s.eval_models >= 1, "EVALUATION", "models", s.eval_models, ">= 1")
+    check(s.eval_epochs >= 1, "EVALUATION", "epochs", s.eval_epochs, ">= 1")
+    check(s.eval_batch_size >= 1, "EVALUATION", "batch_size", s.eval_batch_size, ">= 1")
+    check(0 <= s.eval_momentum < 1, "EVALUATION", "momentum", s.eval_momentum, "0 <= m < 1")
+    check(s.eval_weight_decay >= 0, "EVALUATION", "weight_decay", s.eval_weight_decay, ">= 0")
+    check(0 <= s.test_size <= 10000, "EVALUATION", "test_size", s.test_size, "0-10000")
+
+
+def load_settings(argv: Sequence[str] | None = None) -> Settings:
+    """Parse argv (argparse exits 2 on a bad flag) and build validated Settings.
+
+    Raises SettingsError for a bad config file, key, type or value.
+    """
+    args = build_parser().parse_args(argv)
+    # The user's file is laid over the shipped defaults, so it only needs the keys it changes.
+    raw = _read_ini(DEFAULT_CONFIG)
+    if args.config.resolve() != DEFAULT_CONFIG:
+        for section, values in _read_ini(args.config).items():
+            raw.setdefault(section, {}).update(values)
+    for item in args.overrides:
+        _apply_override(raw, item)
+    for flag, (section, key) in _FLAG_KEYS.items():
+        value = getattr(args, flag)
+        if value is not None:
+            raw.setdefault(section, {})[key] = str(value)
+
+    values: dict[str, Any] = {}
+    for section, keys in SCHEMA.items():
+        for key, (field_name, kind) in keys.items():
+            text = raw.get(section, {}).get(key)
+            if text is None:
+                raise SettingsError(f"missing key {section}.{key} in {args.config}")
+            values[field_name] = text if kind == _RAW else _convert(section, key, text, kind)
+
+    values["net_depth"] = _resolve_depth(values["net_depth"], values["pytorch"])
+    if values["total_iterations"] < 1:
+        raise SettingsError(f"DISTILLATION.total_iterations = {values['total_iterations']} is out of range (>= 1)")
+    values["eval_iterations"] = _resolve_eval_iterations(values["eval_iterations"], values["total_iterations"])
+    settings = Settings(**values)
+    _validate(settings)
+    return settings
+
+
+def replace(settings: Settings, **changes: Any) -> Settings:
+    """A copy with some fields changed (re-validated)."""
+    new = dataclasses.replace(settings, **changes)
+    _validate(new)
+    return new

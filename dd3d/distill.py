@@ -1,0 +1,91 @@
+"""One outer iteration of gradient matching, and the state it updates (the synthetic coordinates).
+
+Faithful to the seed: one distillation network, initialised once and never trained; for every class a
+random real batch gives the target gradients (constants) and the class's synthetic clouds give
+gradients with ``create_graph=True``; the distances are summed over classes and back-propagated to the
+coordinates, which SGD with momentum moves. Points live on the grid [0, 27] on the depth-0 plane.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from configs.settings import Settings
+from dd3d.pointsets import RealClouds, constrain_, init_uniform
+from distillation_loss import match_loss
+
+NUM_CLASSES = 10
+
+
+@dataclass(frozen=True)
+class StepStats:
+    loss: float  # summed over classes
+    per_class: list[float]
+    grad_abs_mean: float  # mean |d loss / d coordinate|
+    displacement: float  # mean distance a point moved in this step
+
+
+def build_network(settings: Settings, device: torch.device) -> tuple[nn.Module, Callable[[torch.Tensor], Any]]:
+    """The distillation network and the function that turns points [B, N, 3] into its input.
+
+    The MinkowskiEngine network is imported only here and only in its mode, so ``--pytorch`` runs
+    without MinkowskiEngine installed (MinkowskiUnavailable otherwise).
+    """
+    if settings.pytorch:
+        from models.MEConv import MEPytorch, create_dense_batch
+
+        return MEPytorch(depth=settings.net_depth).to(device), create_dense_batch
+    from models.MEConv import MEConvExp, create_input_batch
+
+    return MEConvExp(depth=settings.net_depth).to(device), create_input_batch
+
+
+class Distiller:
+    """Synthetic point sets [10 * K, N, 3] and the optimiser that moves them."""
+
+    def __init__(self, net: nn.Module, to_input: Callable[[torch.Tensor], Any], real: RealClouds,
+                 settings: Settings, device: torch.device, generator: torch.Generator) -> None:
+        self.net, self.to_input, self.real = net, to_input, real
+        self.settings, self.device, self.generator = settings, device, generator
+        k = settings.cad_per_class
+        points = init_uniform(NUM_CLASSES * k, settings.num_points, generator).to(device)
+        constrain_(points)
+        self.points = points.requires_grad_()
+        self.labels = torch.arange(NUM_CLASSES, device=device).repeat_interleave(k)
+        self.optimizer = torch.optim.SGD([self.points], lr=settings.dist_lr, momentum=settings.dist_momentum)
+        self.params = [p for p in net.parameters() if p.requires_grad]
+
+    def class_gradients(self, points: torch.Tensor, c: int, create_graph: bool) -> tuple[torch.Tensor, ...]:
+        """Gradients of the network's cross-entropy on ``points`` (all of class ``c``) w.r.t. its parameters."""
+        logits = self.net(self.to_input(points))
+        target = torch.full((len(points),), c, dtype=torch.long, device=self.device)
+        return torch.autograd.grad(F.cross_entropy(logits, target), self.params, create_graph=create_graph)
+
+    def step(self) -> StepStats:
+        s, k = self.settings, self.settings.cad_per_class
+        before = self.points.detach().clone()
+        self.optimizer.zero_grad(set_to_none=False)
+        per_class = []
+        for c in range(NUM_CLASSES):
+            real = self.real.sample(c, s.batch_size, self.generator).to(self.device)
+            gw_real = [g.detach() for g in self.class_gradients(real, c, create_graph=False)]
+            gw_syn = self.class_gradients(self.points[c * k:(c + 1) * k], c, create_graph=True)
+            distance = match_loss(gw_syn, gw_real, s.dist_opt)
+            # Backward per class: the same summed gradient, with one class's graph alive at a time.
+            distance.backward()
+            per_class.append(float(distance.detach()))
+        grad_abs_mean = float(self.points.grad.abs().mean())
+        self.optimizer.step()
+        constrain_(self.points)
+        displacement = float((self.points.detach() - before).norm(dim=-1).mean())
+        return StepStats(sum(per_class), per_class, grad_abs_mean, displacement)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"points": self.points.detach().cpu().clone(), "labels": self.labels.cpu().clone(),
+                "optimizer": self.optimizer.state_dict()}

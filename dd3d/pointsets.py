@@ -1,0 +1,86 @@
+"""MNIST digits as sparse 3D point sets, and synthetic point sets back to images.
+
+A point is (depth, row, col) in pixel units; digits lie on the depth-0 plane. Voxels have size 1, so a
+point belongs to voxel floor(point).
+"""
+
+from __future__ import annotations
+
+import torch
+
+IMAGE_SIZE = 28
+
+
+def binarize(images: torch.Tensor, threshold: int) -> torch.Tensor:
+    """uint8 digits [M, 28, 28] -> bool occupancy (pixel value above ``threshold``)."""
+    return images > threshold
+
+
+def capped_pixel_indices(occupancy: torch.Tensor, num_points: int) -> torch.Tensor:
+    """Flat indices (row * 28 + col) of the first ``num_points`` occupied pixels in raster order.
+
+    Returns int64 [M, num_points]. As in the seed, a digit with more pixels loses its last ones. A digit
+    with fewer is padded by repeating its first pixel: a duplicate lands in the same voxel with the same
+    coordinates, so the voxel (and its mean feature) is unchanged. An empty image maps to pixel 0.
+    """
+    flat = occupancy.reshape(occupancy.shape[0], -1)
+    m, p = flat.shape
+    order = torch.arange(p, device=flat.device).expand(m, p)
+    # Occupied pixels sort first, each group in raster order.
+    keys = torch.where(flat, order, order + p)
+    idx = keys.argsort(dim=1)
+    if num_points > p:
+        idx = torch.cat([idx, idx[:, :1].expand(m, num_points - p)], dim=1)
+    idx = idx[:, :num_points]
+    count = flat.sum(dim=1, keepdim=True).clamp(min=1)
+    slot = torch.arange(num_points, device=flat.device).expand(m, num_points)
+    return torch.where(slot < count, idx, idx[:, :1])
+
+
+def pixel_indices_to_points(idx: torch.Tensor) -> torch.Tensor:
+    """Flat pixel indices [..., N] -> float points [..., N, 3] as (0, row, col)."""
+    rows = torch.div(idx, IMAGE_SIZE, rounding_mode="floor")
+    return torch.stack([torch.zeros_like(idx), rows, idx - rows * IMAGE_SIZE], dim=-1).float()
+
+
+def init_uniform(num_clouds: int, num_points: int, generator: torch.Generator) -> torch.Tensor:
+    """Synthetic clouds uniform in [0, 28)^3, [num_clouds, num_points, 3]."""
+    return torch.rand(num_clouds, num_points, 3, generator=generator) * IMAGE_SIZE
+
+
+def constrain_(points: torch.Tensor) -> None:
+    """In place, without autograd: clamp to the grid [0, 27] and put every point on the depth-0 plane."""
+    with torch.no_grad():
+        points.clamp_(0, IMAGE_SIZE - 1)
+        points[..., 0] = 0
+
+
+def points_to_images(points: torch.Tensor) -> torch.Tensor:
+    """Binary projection: float [M, 1, 28, 28], 1 where at least one point's voxel lands."""
+    m = points.shape[0]
+    cells = points.detach()[..., 1:].floor().long().clamp(0, IMAGE_SIZE - 1)
+    flat = cells[..., 0] * IMAGE_SIZE + cells[..., 1]
+    images = torch.zeros(m, IMAGE_SIZE * IMAGE_SIZE, device=points.device)
+    images.scatter_(1, flat, 1.0)
+    return images.view(m, 1, IMAGE_SIZE, IMAGE_SIZE)
+
+
+def occupancy_to_images(occupancy: torch.Tensor) -> torch.Tensor:
+    """Bool [M, 28, 28] -> float [M, 1, 28, 28] (the evaluation's view of real digits)."""
+    return occupancy.float().unsqueeze(1)
+
+
+class RealClouds:
+    """The training digits as capped point sets, precomputed once; batches are drawn per class by index."""
+
+    def __init__(self, images: torch.Tensor, labels: torch.Tensor, threshold: int, num_points: int,
+                 num_classes: int = 10) -> None:
+        self.pixel_idx = capped_pixel_indices(binarize(images, threshold), num_points)
+        self.labels = labels
+        self.class_indices = [torch.nonzero(labels == c).flatten() for c in range(num_classes)]
+
+    def sample(self, c: int, n: int, generator: torch.Generator) -> torch.Tensor:
+        """``n`` random digits of class ``c`` (without replacement) as points [n, num_points, 3]."""
+        pool = self.class_indices[c]
+        pick = pool[torch.randperm(len(pool), generator=generator)[:n]]
+        return pixel_indices_to_points(self.pixel_idx[pick])

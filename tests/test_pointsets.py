@@ -1,0 +1,63 @@
+import torch
+
+from dd3d.pointsets import (RealClouds, binarize, capped_pixel_indices, constrain_, pixel_indices_to_points,
+                            points_to_images)
+from models.MEConv import create_dense_batch
+
+
+def test_capping_keeps_the_first_pixels_in_raster_order_and_pads_by_repetition():
+    occ = torch.zeros(2, 28, 28, dtype=torch.bool)
+    occ[0, 3, 5] = occ[0, 1, 2] = occ[0, 10, 0] = True  # raster order: (1,2), (3,5), (10,0)
+    idx = capped_pixel_indices(occ, 2)
+    assert idx[0].tolist() == [1 * 28 + 2, 3 * 28 + 5]
+    idx = capped_pixel_indices(occ, 5)
+    assert idx[0].tolist() == [30, 89, 280, 30, 30]  # padded with the first pixel
+    assert idx[1].tolist() == [0] * 5  # empty image -> pixel 0
+    pts = pixel_indices_to_points(idx[:1])
+    assert pts[0, :3].tolist() == [[0, 1, 2], [0, 3, 5], [0, 10, 0]]
+
+
+def test_real_digit_round_trips_through_points(mnist):
+    occ = binarize(mnist.train_images[:64], 75)
+    pts = pixel_indices_to_points(capped_pixel_indices(occ, 784))
+    assert torch.equal(points_to_images(pts)[:, 0].bool(), occ)
+
+
+def _capped(occ: torch.Tensor, n: int) -> torch.Tensor:
+    flat = occ.flatten(1)
+    return (flat & (flat.cumsum(1) <= n)).view_as(occ)
+
+
+def test_cap_drops_the_last_pixels_of_big_digits(mnist):
+    occ = binarize(mnist.train_images, 75)
+    big = occ.flatten(1).sum(1).topk(4).indices
+    img = points_to_images(pixel_indices_to_points(capped_pixel_indices(occ[big], 50)))[:, 0].bool()
+    assert img.flatten(1).sum(1).tolist() == [50] * 4
+    assert torch.equal(img, _capped(occ[big], 50))
+
+
+def test_constrain_clamps_and_flattens_depth():
+    p = torch.tensor([[[3.0, -2.0, 30.0], [1.5, 5.5, 27.9]]], requires_grad=True)
+    constrain_(p)
+    assert p.tolist() == [[[0.0, 0.0, 27.0], [0.0, 5.5, 27.0]]]
+
+
+def test_dense_batch_holds_the_mean_coordinates_of_each_voxel():
+    p = torch.tensor([[[0.0, 2.2, 3.1], [0.0, 2.8, 3.5], [0.0, 7.0, 1.0], [2.0, 1.0, 1.0]]], requires_grad=True)
+    grid = create_dense_batch(p)
+    assert grid.shape == (1, 3, 28, 28)
+    assert torch.allclose(grid[0, :, 2, 3], torch.tensor([0.0, 2.5, 3.3]))
+    assert torch.allclose(grid[0, :, 7, 1], torch.tensor([0.0, 7.0, 1.0]))
+    assert int((grid.abs().sum(1) > 0).sum()) == 2  # the depth-2 point is off the plane
+    grid[0, 1, 2, 3].backward()
+    assert p.grad[0, :, 1].tolist() == [0.5, 0.5, 0.0, 0.0]  # each point gets its share of the mean
+
+
+def test_real_batches_are_drawn_per_class_and_reproducibly(mnist):
+    real = RealClouds(mnist.train_images, mnist.train_labels, 75, 250)
+    a = real.sample(3, 8, torch.Generator().manual_seed(1))
+    b = real.sample(3, 8, torch.Generator().manual_seed(1))
+    assert a.shape == (8, 250, 3) and torch.equal(a, b)
+    image = points_to_images(a[:1])[0, 0].bool()
+    class3 = _capped(binarize(mnist.train_images[real.class_indices[3]], 75), 250)
+    assert (class3 == image).flatten(1).all(1).any(), "the sampled cloud is a class-3 training digit"
