@@ -11,9 +11,15 @@ loss back to the points.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import Any
+
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from models.minkowski import import_minkowski
+from models.sparse_ops import conv_map, instance_norm, pool_map, sparse_conv, sparse_max_pool
 
 GRID = 28
 
@@ -59,5 +65,89 @@ class MEPytorch(nn.Module):
         for conv in self.convs:
             bias = conv.bias.view(1, -1, 1, 1)
             y = F.max_pool2d(F.conv2d(x, conv.weight[:, :, 0], padding=1) + bias, 2)
-            x = F.relu(torch.maximum(y, bias))
+            # Ties go to the bias slice, which MaxPool3d scans first (empty neighbourhoods tie exactly).
+            x = F.relu(torch.where(y > bias, y, bias))
         return self.classifier(x.flatten(1))
+
+
+@dataclass(frozen=True)
+class SparseBatch:
+    """Network input: unique voxels of each cloud, their features and ME's coordinate structure.
+
+    ``sparse`` is the ``ME.SparseTensor`` (always on the CPU: a CPU build of ME computes the maps);
+    ``features`` are the differentiable voxel features in the same row order, on the compute device.
+    """
+
+    sparse: Any
+    features: torch.Tensor
+    batch_size: int
+
+
+def create_input_batch(points: torch.Tensor) -> SparseBatch:
+    """Float points [B, N, 3] -> one sparse tensor of *unique* voxels (size 1) per cloud.
+
+    Each voxel's features are the mean coordinates of its points, so every point receives gradient.
+    Unique integer voxels go into ``ME.SparseTensor(features, coordinates)``; ``TensorField.sparse()``
+    over duplicate points is never used: it corrupts the coordinate map (pooling and instance norm then
+    return garbage).
+    """
+    ME = import_minkowski()
+    b, n, _ = points.shape
+    flat = points.reshape(b * n, 3)
+    batch = torch.arange(b, device=points.device).repeat_interleave(n)
+    cells = torch.cat([batch.unsqueeze(1), flat.detach().floor().long()], dim=1)
+    voxels, inverse = torch.unique(cells, dim=0, return_inverse=True)
+    sums = flat.new_zeros(len(voxels), 3).index_add(0, inverse, flat)
+    counts = flat.new_zeros(len(voxels)).index_add(0, inverse, flat.new_ones(b * n))
+    means = sums / counts.unsqueeze(1)
+    # ME may reorder rows: give it row numbers as features and read its order back from them.
+    row_ids = torch.arange(len(voxels), dtype=torch.float64).unsqueeze(1)
+    sparse = ME.SparseTensor(features=row_ids, coordinates=voxels.int().cpu())
+    order = sparse.F[:, 0].long().to(points.device)
+    return SparseBatch(sparse, means[order], b)
+
+
+class MEConvExp(nn.Module):
+    """The seed's MinkowskiEngine network: [sparse conv k3 -> instance norm -> ReLU -> max pool 2] x depth,
+    then the features on a dense 1 x 28 x 28 grid -> Linear -> 10 logits.
+
+    The layers are ME modules (their parameters, shapes and initialisation), but ``forward`` computes with
+    torch ops over ME's kernel maps (``models/sparse_ops.py``) so that the network is differentiable to
+    second order.
+    """
+
+    def __init__(self, in_channel: int = 3, num_classes: int = 10, depth: int = 2, width: int = 128) -> None:
+        super().__init__()
+        ME = import_minkowski()
+        self.convs = nn.ModuleList(
+            ME.MinkowskiConvolution(in_channel if d == 0 else width, width, kernel_size=3, dimension=3)
+            for d in range(depth))
+        self.norms = nn.ModuleList(ME.MinkowskiInstanceNorm(width) for _ in range(depth))
+        self.classifier = nn.Linear(width * GRID * GRID, num_classes)
+        for conv in self.convs:
+            ME.utils.kaiming_normal_(conv.kernel, mode="fan_out", nonlinearity="relu")
+
+    def forward(self, x: SparseBatch) -> torch.Tensor:
+        device = x.features.device
+        manager, key = x.sparse.coordinate_manager, x.sparse.coordinate_map_key
+        coords = x.sparse.C.long()
+        feats = x.features
+        stride = 1
+        for conv, norm in zip(self.convs, self.norms, strict=True):
+            batch = coords[:, 0].to(device)
+            feats = sparse_conv(feats, conv.kernel, conv_map(manager, key, len(coords), device))
+            feats = F.relu(instance_norm(feats, batch, x.batch_size, norm.weight, norm.bias))
+            out_key = manager.stride(key, 2)
+            out_coords = manager.get_coordinates(out_key).long()
+            feats = sparse_max_pool(feats, pool_map(manager, key, out_key, len(coords), len(out_coords), device))
+            key, coords, stride = out_key, out_coords, stride * 2
+        return self._dense_linear(feats, coords.to(device), stride, x.batch_size)
+
+    def _dense_linear(self, feats: torch.Tensor, coords: torch.Tensor, stride: int, batch_size: int) -> torch.Tensor:
+        # Equal to Linear(flatten(dense [B, C, 1, 28, 28])), with the voxel at (h, w) / stride: instead of
+        # building the mostly empty grid, each voxel meets the Linear columns of its own cell.
+        cell = (coords[:, 2] // stride) * GRID + coords[:, 3] // stride
+        weight = self.classifier.weight.view(self.classifier.out_features, -1, GRID * GRID)  # [10, C, 784]
+        per_voxel = torch.einsum("nc,ocn->no", feats, weight[:, :, cell])
+        logits = per_voxel.new_zeros(batch_size, self.classifier.out_features).index_add(0, coords[:, 0], per_voxel)
+        return logits + self.classifier.bias

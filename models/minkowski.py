@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import collections
 import collections.abc
+import warnings
 from types import ModuleType
 
 INSTALL_HINT = ("MinkowskiEngine is not installed: run `make setup` (builds minkowskiengine==0.5.4 "
@@ -24,7 +25,10 @@ def import_minkowski() -> ModuleType:
         if not hasattr(collections, name):
             setattr(collections, name, getattr(collections.abc, name))
     try:
-        import MinkowskiEngine
+        with warnings.catch_warnings():
+            # A CPU build warns on every import; that build is the intended one here.
+            warnings.filterwarnings("ignore", message=".*compiled with CPU_ONLY.*")
+            import MinkowskiEngine
     except ImportError as e:
         raise MinkowskiUnavailable(f"{INSTALL_HINT} ({e})") from None
     return MinkowskiEngine

@@ -15,7 +15,8 @@ from dd3d.mnist import MNISTSplits, is_prepared, load_mnist
 # A tiny, fast configuration for end-to-end runs (same code paths as the default run).
 TINY = ["--iterations", "3", "--eval-epochs", "5", "--eval-models", "2",
         "--set", "MODEL.batch_size=16", "--set", "DISTILLATION.num_points=100",
-        "--set", "EVALUATION.test_size=300", "--set", "DISTILLATION.save_cad_every=2", "--device", "cpu"]
+        "--set", "EVALUATION.test_size=300", "--set", "DISTILLATION.save_cad_every=2", "--device", "cpu",
+        "--set", "DISTILLATION.eval_iterations=0"]
 
 
 @pytest.fixture(scope="session")

@@ -1,7 +1,13 @@
 import torch
 
-from dd3d.pointsets import (RealClouds, binarize, capped_pixel_indices, constrain_, pixel_indices_to_points,
-                            points_to_images)
+from dd3d.pointsets import (
+    RealClouds,
+    binarize,
+    capped_pixel_indices,
+    constrain_,
+    pixel_indices_to_points,
+    points_to_images,
+)
 from models.MEConv import create_dense_batch
 
 

@@ -1,0 +1,60 @@
+import pytest
+import torch
+
+from configs.settings import load_settings
+from dd3d.evaluate import augment, evaluate_set
+from dd3d.pointsets import binarize, occupancy_to_images
+
+
+def test_augment_keeps_shape_and_moves_digits():
+    images = torch.zeros(64, 1, 28, 28)
+    images[:, :, 10:18, 12:16] = 1
+    out = augment(images, torch.Generator().manual_seed(0))
+    assert out.shape == images.shape
+    fill = images.mean()
+    assert out.min() >= fill - 1e-5 - 1 and out.max() <= 1 + 1e-5
+    changed = (out - images).abs().flatten(1).amax(1) > 1e-3
+    assert changed.float().mean() > 0.8  # nearly every image is transformed
+    same = augment(images, torch.Generator().manual_seed(0))
+    assert torch.equal(out, same)
+
+
+def test_crop_shift_is_an_exact_integer_translation():
+    images = torch.zeros(200, 1, 28, 28)
+    images[:, :, 14, 14] = 1
+    out = augment(images, torch.Generator().manual_seed(1))
+    # Translations keep the single pixel as one full pixel somewhere within 4 px of the centre.
+    peak = out.flatten(1).amax(1)
+    shifted = torch.isclose(peak, torch.tensor(1.0) - images.mean() + images.mean())
+    assert shifted.any()
+    idx = out.flatten(1).argmax(1)[shifted]
+    rows, cols = idx // 28, idx % 28
+    assert ((rows - 14).abs() <= 4).all() and ((cols - 14).abs() <= 4).all()
+
+
+@pytest.fixture(scope="module")
+def small_eval(mnist):
+    settings = load_settings(["--eval-models", "2", "--eval-epochs", "30", "--device", "cpu"])
+    test = occupancy_to_images(binarize(mnist.test_images[:500], settings.threshold))
+    return settings, test, mnist.test_labels[:500]
+
+
+def test_models_trained_on_real_digits_learn(mnist, small_eval):
+    settings, test_images, test_labels = small_eval
+    picks = torch.cat([torch.nonzero(mnist.train_labels == c).flatten()[:10] for c in range(10)])
+    images = occupancy_to_images(binarize(mnist.train_images[picks], settings.threshold))
+    result = evaluate_set(images, mnist.train_labels[picks], test_images, test_labels, settings, seed=0)
+    assert len(result.accuracies) == 2
+    assert result.mean > 0.5, result.accuracies  # 10 digits per class, 30 epochs
+
+
+def test_evaluation_is_reproducible_and_leaves_global_rng_alone(mnist, small_eval):
+    settings, test_images, test_labels = small_eval
+    images = torch.rand(10, 1, 28, 28).round()
+    labels = torch.arange(10)
+    torch.manual_seed(5)
+    before = torch.get_rng_state()
+    a = evaluate_set(images, labels, test_images, test_labels, settings, seed=3)
+    assert torch.equal(torch.get_rng_state(), before)
+    b = evaluate_set(images, labels, test_images, test_labels, settings, seed=3)
+    assert a.accuracies == b.accuracies
