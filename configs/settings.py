@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import configparser
 import dataclasses
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
@@ -154,7 +154,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--depth", type=int, choices=DEPTHS, help="blocks of the distillation network")
     p.add_argument("--eval-models", type=int, help="fresh evaluation models per evaluation")
     p.add_argument("--eval-epochs", type=int, help="training epochs per evaluation model")
+    group = p.add_mutually_exclusive_group()
+    group.add_argument("--resume", type=Path, metavar="PATH",
+                       help="continue a run from its checkpoint (synthetic.pt or its run folder) in a new run "
+                            "folder; the saved settings are the base, flags may change only what does not "
+                            "alter the distillation (names, logging, evaluation, more iterations)")
+    group.add_argument("--eval-only", type=Path, metavar="PATH",
+                       help="evaluate a saved synthetic set (synthetic.pt or a run folder) without distilling")
     return p
+
+
+@dataclass(frozen=True)
+class Invocation:
+    """What to do with the settings: a fresh run, a resumed one, or an evaluation of a saved set."""
+
+    resume: Path | None = None
+    eval_only: Path | None = None
 
 
 def _read_ini(path: Path) -> dict[str, dict[str, str]]:
@@ -257,16 +272,34 @@ def _validate(s: Settings) -> None:
     check(0 <= s.test_size <= 10000, "EVALUATION", "test_size", s.test_size, "0-10000")
 
 
-def load_settings(argv: Sequence[str] | None = None) -> Settings:
-    """Parse argv (argparse exits 2 on a bad flag) and build validated Settings.
+def _raw_from_saved(saved: dict[str, Any]) -> dict[str, dict[str, str]]:
+    """Saved settings (``Settings.to_dict``) back to INI strings, so flags can be laid over them."""
+    raw: dict[str, dict[str, str]] = {}
+    for section, keys in SCHEMA.items():
+        for key, (field_name, _) in keys.items():
+            if field_name in saved:
+                value = saved[field_name]
+                text = ",".join(map(str, value)) if isinstance(value, list) else str(value)
+                raw.setdefault(section, {})[key] = text
+    return raw
 
-    Raises SettingsError for a bad config file, key, type or value.
+
+def parse_command_line(argv: Sequence[str] | None = None,
+                       saved_settings: Callable[[Path], dict[str, Any]] | None = None) -> tuple[Settings, Invocation]:
+    """Parse argv (argparse exits 2 on a bad flag) into validated Settings and what to do with them.
+
+    With ``--resume``, ``saved_settings(path)`` supplies the checkpoint's settings, which replace the INI as
+    the base. Raises SettingsError for a bad config file, key, type or value.
     """
     args = build_parser().parse_args(argv)
+    invocation = Invocation(resume=args.resume, eval_only=args.eval_only)
     # The user's file is laid over the shipped defaults, so it only needs the keys it changes.
     raw = _read_ini(DEFAULT_CONFIG)
     if args.config.resolve() != DEFAULT_CONFIG:
         for section, values in _read_ini(args.config).items():
+            raw.setdefault(section, {}).update(values)
+    if args.resume is not None and saved_settings is not None:
+        for section, values in _raw_from_saved(saved_settings(args.resume)).items():
             raw.setdefault(section, {}).update(values)
     for item in args.overrides:
         _apply_override(raw, item)
@@ -289,7 +322,30 @@ def load_settings(argv: Sequence[str] | None = None) -> Settings:
     values["eval_iterations"] = _resolve_eval_iterations(values["eval_iterations"], values["total_iterations"])
     settings = Settings(**values)
     _validate(settings)
-    return settings
+    return settings, invocation
+
+
+def load_settings(argv: Sequence[str] | None = None) -> Settings:
+    """Settings of a fresh run from argv (see ``parse_command_line``)."""
+    return parse_command_line(argv)[0]
+
+
+# Settings a resumed run may change: they do not alter the synthetic set's trajectory.
+RESUMABLE_CHANGES = frozenset({
+    "logging_parent", "experiment_name", "log", "device", "total_iterations", "save_cad_every", "eval_iterations",
+    "classifier_lr", "eval_models", "eval_epochs", "eval_batch_size", "eval_momentum", "eval_weight_decay",
+    "augment", "augment_test", "test_size",
+})
+
+
+def check_resumable(saved: dict[str, Any], settings: Settings) -> None:
+    """Raise SettingsError naming the first setting that differs in a way that would change the result."""
+    current = settings.to_dict()
+    for name, value in current.items():
+        if name in RESUMABLE_CHANGES or name == "mode":
+            continue
+        if saved.get(name) != value:
+            raise SettingsError(f"cannot resume: {name} was {saved.get(name)!r} in the checkpoint, now {value!r}")
 
 
 def replace(settings: Settings, **changes: Any) -> Settings:

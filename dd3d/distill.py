@@ -23,6 +23,10 @@ from distillation_loss import match_loss
 NUM_CLASSES = 10
 
 
+class DivergedError(RuntimeError):
+    """The matching loss or the coordinate gradient is NaN/Inf; the points were left unchanged."""
+
+
 @dataclass(frozen=True)
 class StepStats:
     loss: float  # summed over classes
@@ -81,11 +85,26 @@ class Distiller:
             distance.backward()
             per_class.append(float(distance.detach()))
         grad_abs_mean = float(self.points.grad.abs().mean())
+        if not (torch.isfinite(torch.tensor(per_class)).all() and torch.isfinite(self.points.grad).all()):
+            self.optimizer.zero_grad(set_to_none=False)
+            raise DivergedError(f"matching loss or coordinate gradient is not finite (loss per class: {per_class})")
         self.optimizer.step()
         constrain_(self.points)
         displacement = float((self.points.detach() - before).norm(dim=-1).mean())
         return StepStats(sum(per_class), per_class, grad_abs_mean, displacement)
 
     def state_dict(self) -> dict[str, Any]:
+        """Everything needed to continue exactly: points, optimiser, network and the batch sampler's RNG."""
         return {"points": self.points.detach().cpu().clone(), "labels": self.labels.cpu().clone(),
-                "optimizer": self.optimizer.state_dict()}
+                "optimizer": self.optimizer.state_dict(), "network": self.net.state_dict(),
+                "generator": self.generator.get_state()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        if tuple(state["points"].shape) != tuple(self.points.shape):
+            raise ValueError(f"checkpoint holds points {tuple(state['points'].shape)}, "
+                             f"settings need {tuple(self.points.shape)}")
+        with torch.no_grad():
+            self.points.copy_(state["points"].to(self.device))
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.net.load_state_dict(state["network"])
+        self.generator.set_state(state["generator"])

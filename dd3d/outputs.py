@@ -17,6 +17,8 @@ import numpy as np
 import torch
 from torchvision.utils import make_grid, save_image
 
+from configs.settings import Settings
+
 LOG = logging.getLogger("dd3d")
 
 
@@ -61,6 +63,37 @@ def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
     _replace_atomically(path, lambda fh: torch.save(state, fh))
 
 
+class CheckpointError(RuntimeError):
+    """A checkpoint that is missing, unreadable, truncated or not dd3d's; the message is one line."""
+
+
+CHECKPOINT_NAME = "synthetic.pt"
+_RESUME_KEYS = ("points", "labels", "optimizer", "iteration", "settings", "network", "generator")
+
+
+def load_checkpoint(path: Path, for_resume: bool = True) -> dict[str, Any]:
+    """Read ``synthetic.pt`` (or the one in a run folder); for evaluation only points and labels are needed."""
+    path = Path(path)
+    if path.is_dir():
+        path = path / CHECKPOINT_NAME
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=False)
+    except FileNotFoundError:
+        raise CheckpointError(f"no checkpoint at {path}") from None
+    except Exception as e:  # torch.load raises many types on a corrupt or truncated file
+        raise CheckpointError(f"cannot read checkpoint {path}: {type(e).__name__}: {str(e).splitlines()[0][:200]}") \
+            from None
+    needed = _RESUME_KEYS if for_resume else ("points", "labels")
+    missing = [k for k in needed if not isinstance(state, dict) or k not in state]
+    if missing:
+        raise CheckpointError(f"{path} is not a dd3d checkpoint (missing {', '.join(missing)})")
+    points, labels = state["points"], state["labels"]
+    if not (torch.is_tensor(points) and points.dim() == 3 and points.shape[2] == 3
+            and torch.is_tensor(labels) and labels.shape == points.shape[:1]):
+        raise CheckpointError(f"{path}: points must be [M, N, 3] with labels [M]")
+    return state
+
+
 def write_ply(path: Path, points: torch.Tensor) -> None:
     """Binary little-endian PLY with float x, y, z (x = depth, y = row, z = col, pixel units)."""
     xyz = points.detach().cpu().numpy().astype("<f4")
@@ -88,10 +121,14 @@ def export_clouds(folder: Path, points: torch.Tensor, labels: torch.Tensor, iter
         write_ply(folder / f"it{iteration:05d}_class{label}_{k}.ply", cloud)
 
 
-def digit_grid(images: torch.Tensor, per_class: int) -> torch.Tensor:
-    """Projected digits as one image grid, one row per clouds-per-class index, one column per class."""
-    order = torch.arange(len(images)).view(-1, per_class).t().reshape(-1)
-    return make_grid(images[order].cpu(), nrow=len(images) // per_class, padding=2, pad_value=0.5)
+def digit_grid(images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Projected digits as one image grid: one column per class, the k-th cloud of each class in row k."""
+    labels = labels.cpu()
+    rank = torch.zeros_like(labels)
+    for c in labels.unique():
+        rank[labels == c] = torch.arange(int((labels == c).sum()))
+    order = torch.argsort(rank * (int(labels.max()) + 1) + labels)
+    return make_grid(images[order.to(images.device)].cpu(), nrow=len(labels.unique()), padding=2, pad_value=0.5)
 
 
 def save_digit_grid(path: Path, grid: torch.Tensor) -> None:
@@ -156,3 +193,62 @@ class RunLogger(NullLogger):
 
 def make_logger(run_dir: Path, enabled: bool) -> NullLogger:
     return RunLogger(run_dir) if enabled else NullLogger()
+
+
+class RunRecord:
+    """One run's folder and its record: evaluations, step statistics, checkpoint, exports, results.json."""
+
+    def __init__(self, run_dir: Path, settings: Settings, logger: NullLogger,
+                 previous: dict[str, Any] | None = None) -> None:
+        self.run_dir, self.settings, self.logger = run_dir, settings, logger
+        previous = previous or {}
+        self.evaluations: list[dict[str, Any]] = list(previous.get("evaluations", []))
+        self.timings: dict[str, float] = dict(previous.get("timings", {})) or {
+            "distillation_seconds": 0.0, "evaluation_seconds": 0.0, "iterations_timed": 0}
+        self.extra: dict[str, Any] = {}
+
+    def evaluated(self, iteration: int) -> bool:
+        return any(e["iteration"] == iteration for e in self.evaluations)
+
+    def add_evaluation(self, iteration: int, images: torch.Tensor, labels: torch.Tensor, accuracies: list[float],
+                       seconds: float) -> None:
+        mean = sum(accuracies) / len(accuracies)
+        std = (sum((a - mean) ** 2 for a in accuracies) / len(accuracies)) ** 0.5
+        self.evaluations.append({"iteration": iteration, "accuracies": accuracies, "mean": mean, "std": std})
+        self.timings["evaluation_seconds"] += seconds
+        grid = digit_grid(images, labels)
+        save_digit_grid(self.run_dir / f"digits_it{iteration:05d}.png", grid)
+        self.logger.image("Evaluation/digits", grid, iteration)
+        self.logger.scalars("Evaluation/accuracy", {"mean": mean, "std": std}, iteration)
+        LOG.info("iteration %d: test accuracy %.2f%% +- %.2f%% over %d models", iteration, 100 * mean, 100 * std,
+                 len(accuracies))
+
+    def add_step(self, iteration: int, stats: Any, seconds: float) -> None:
+        self.timings["distillation_seconds"] += seconds
+        self.timings["iterations_timed"] += 1
+        self.logger.scalar("Distillation/matched_loss", stats.loss, iteration)
+        self.logger.scalars("Distillation/matched_loss_class", {str(c): v for c, v in enumerate(stats.per_class)},
+                            iteration)
+        self.logger.scalar("Distillation/point_grad_abs_mean", stats.grad_abs_mean, iteration)
+        self.logger.scalar("Distillation/point_displacement", stats.displacement, iteration)
+
+    def save(self, iteration: int, state: dict[str, Any]) -> None:
+        """PLY exports, the clouds in TensorBoard, and an atomic checkpoint to continue from."""
+        export_clouds(self.run_dir / "ply", state["points"], state["labels"], iteration)
+        self.logger.clouds("Synthetic/clouds", state["points"], state["labels"], iteration)
+        save_checkpoint(self.run_dir / CHECKPOINT_NAME, {
+            **state, "iteration": iteration, "settings": self.settings.to_dict(),
+            "evaluations": self.evaluations, "timings": self.timings})
+
+    def finish(self, status: str, iteration: int) -> Path:
+        timed = max(self.timings["iterations_timed"], 1)
+        results = {
+            "status": status, "iteration": iteration, "mode": self.settings.mode,
+            "settings": self.settings.to_dict(), **self.extra, "evaluations": self.evaluations,
+            "timings": {**self.timings, "seconds_per_iteration": self.timings["distillation_seconds"] / timed},
+        }
+        if self.evaluations:
+            results["final_accuracy"] = {k: self.evaluations[-1][k] for k in ("iteration", "mean", "std")}
+        write_json(self.run_dir / "results.json", results)
+        self.logger.close()
+        return self.run_dir

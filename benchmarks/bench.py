@@ -1,0 +1,186 @@
+"""Speed of one outer iteration and of one evaluation model, against a seed-form reference and the
+machine's own floor, measured side by side in one run. Prints one JSON object.
+
+    .venv/bin/python benchmarks/bench.py [--device cpu|cuda] [--quick]
+
+* paths: seconds per outer iteration (median after warm-up) of the project's PyTorch and MinkowskiEngine
+  paths at the default configuration (10 classes x 256 real digits, 1 cloud x 250 points, modmse,
+  second-order terms included);
+* reference: the seed's way of doing the same per class -- the literal Conv3d grid for the PyTorch path
+  (same math); ME's own modules for the ME path (first-order only, as the seed ran it: timed, not equal);
+* floor: FLOPs of one outer iteration (torch.utils.flop_counter) / this machine's sgemm speed measured
+  here; each path's ratio to it;
+* evaluation: one DC ConvNet trained for the default epochs on 10 images, plus the 10 000-digit test pass.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import resource
+import statistics
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.flop_counter import FlopCounterMode
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from configs.settings import load_settings  # noqa: E402
+from dd3d.distill import Distiller, build_network  # noqa: E402
+from dd3d.evaluate import test_accuracy, train_model  # noqa: E402
+from dd3d.mnist import load_mnist  # noqa: E402
+from dd3d.pointsets import RealClouds, binarize, occupancy_to_images  # noqa: E402
+from distillation_loss import match_loss  # noqa: E402
+from models.MEConv import create_dense_batch, create_input_batch  # noqa: E402
+
+
+def timed(fn: Callable[[], object], repeats: int, warmup: int, device: torch.device) -> list[float]:
+    out = []
+    for i in range(warmup + repeats):
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        start = time.perf_counter()
+        fn()
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        if i >= warmup:
+            out.append(time.perf_counter() - start)
+    return out
+
+
+def sgemm_flops_per_s(device: torch.device, n: int = 4096, repeats: int = 5) -> float:
+    a, b = torch.randn(n, n, device=device), torch.randn(n, n, device=device)
+    best = min(timed(lambda: a @ b, repeats, 1, device))
+    return 2 * n**3 / best
+
+
+def count_flops(fn: Callable[[], object]) -> int:
+    with FlopCounterMode(display=False) as counter:
+        fn()
+    return counter.get_total_flops()
+
+
+class SeedReference:
+    """The seed's per-class loop on its own modules: literal Conv3d grid (PyTorch) or ME modules (ME)."""
+
+    def __init__(self, distiller: Distiller, pytorch: bool, me: object | None) -> None:
+        self.d, self.pytorch = distiller, pytorch
+        if pytorch:
+            net = distiller.net
+            layers = [m for conv in net.convs for m in (conv, nn.ReLU(), nn.MaxPool3d(2))]
+            self.features, self.classifier = nn.Sequential(*layers), net.classifier
+        else:
+            self.me = me
+            self.pool = me.MinkowskiMaxPooling(kernel_size=2, stride=2, dimension=3)
+            self.relu = me.MinkowskiReLU()
+
+    def logits(self, points: torch.Tensor) -> torch.Tensor:
+        if self.pytorch:
+            return self.classifier(self.features(create_dense_batch(points).unsqueeze(2)).flatten(1))
+        x = create_input_batch(points)
+        s = self.me.SparseTensor(x.features, coordinate_map_key=x.sparse.coordinate_map_key,
+                                 coordinate_manager=x.sparse.coordinate_manager)
+        net = self.d.net
+        for conv, norm in zip(net.convs, net.norms, strict=True):
+            s = self.pool(self.relu(norm(conv(s))))
+        dense = s.dense(shape=torch.Size([len(points), 128, 1, 28, 28]),
+                        min_coordinate=torch.zeros(3, dtype=torch.int))[0]
+        return net.classifier(dense.flatten(1))
+
+    def step(self) -> None:
+        d, s = self.d, self.d.settings
+        params = d.params
+        d.optimizer.zero_grad()
+        for c in range(10):
+            real = d.real.sample(c, s.batch_size, d.generator).to(d.device)
+            target = torch.full((len(real),), c, device=d.device)
+            gw_real = [g.detach() for g in torch.autograd.grad(F.cross_entropy(self.logits(real), target), params)]
+            syn = d.points[c:c + 1]
+            loss = F.cross_entropy(self.logits(syn), target[:1])
+            gw_syn = torch.autograd.grad(loss, params, create_graph=True, allow_unused=True)
+            gw_syn = [g if g is not None else torch.zeros_like(p) for g, p in zip(gw_syn, params, strict=True)]
+            dist = match_loss(gw_syn, gw_real, s.dist_opt)
+            if dist.requires_grad:
+                dist.backward()
+        d.optimizer.step()
+
+
+def bench_path(pytorch: bool, data, device: torch.device, repeats: int, ref_repeats: int,
+               flops_per_s: float, me: object | None) -> dict:
+    flag = "--pytorch" if pytorch else "--no-pytorch"
+    settings = load_settings([flag, "--device", device.type])
+    torch.manual_seed(0)
+    net, to_input = build_network(settings, device)
+    real = RealClouds(data.train_images, data.train_labels, settings.threshold, settings.num_points)
+    distiller = Distiller(net, to_input, real, settings, device, torch.Generator().manual_seed(0))
+    fast = timed(distiller.step, repeats, 1, device)
+    flops = count_flops(distiller.step)
+    reference = SeedReference(distiller, pytorch, me)
+    ref = timed(reference.step, ref_repeats, 1, device)
+    floor = flops / flops_per_s
+    return {
+        "seconds_per_iteration": statistics.median(fast), "samples": fast,
+        "reference_seconds_per_iteration": statistics.median(ref), "reference_samples": ref,
+        "speedup_vs_reference": statistics.median(ref) / statistics.median(fast),
+        "flops_per_iteration": flops, "floor_seconds": floor,
+        "ratio_to_floor": statistics.median(fast) / floor, "depth": settings.net_depth,
+    }
+
+
+def bench_evaluation(data, device: torch.device, epochs: int, flops_per_s: float) -> dict:
+    settings = load_settings(["--device", device.type, "--eval-epochs", str(epochs)])
+    picks = torch.cat([torch.nonzero(data.train_labels == c).flatten()[:1] for c in range(10)])
+    images = occupancy_to_images(binarize(data.train_images[picks], 75)).to(device)
+    labels = data.train_labels[picks].to(device)
+    test_images = occupancy_to_images(binarize(data.test_images, 75)).to(device)
+    test_labels = data.test_labels.to(device)
+    g = torch.Generator().manual_seed(0)
+    [train_s] = timed(lambda: train_model(images, labels, settings, g), 1, 0, device)
+    net = train_model(images, labels, load_settings(["--eval-epochs", "1"]), g)
+    [test_s] = timed(lambda: test_accuracy(net, test_images, test_labels, False, g), 1, 1, device)
+    one_epoch = count_flops(lambda: train_model(images, labels, load_settings(["--eval-epochs", "1"]), g))
+    test_flops = count_flops(lambda: test_accuracy(net, test_images, test_labels, False, g))
+    flops = one_epoch * epochs + test_flops
+    floor = flops / flops_per_s
+    return {"epochs": epochs, "train_seconds": train_s, "test_seconds": test_s, "seconds": train_s + test_s,
+            "flops": flops, "floor_seconds": floor, "ratio_to_floor": (train_s + test_s) / floor}
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
+    p.add_argument("--quick", action="store_true", help="fewer repeats and a 50-epoch evaluation model (CI)")
+    p.add_argument("--skip-minkowski", action="store_true", help="only the PyTorch path")
+    args = p.parse_args()
+    device = torch.device(args.device)
+    data = load_mnist(load_settings([]).dataset_dir)
+    repeats, ref_repeats = (1, 1) if args.quick else (3, 2)
+    speed = sgemm_flops_per_s(device)
+    me = None
+    if not args.skip_minkowski:
+        from models.minkowski import import_minkowski
+
+        me = import_minkowski()
+    out = {
+        "device": torch.cuda.get_device_name() if device.type == "cuda" else platform.processor() or "cpu",
+        "torch": torch.__version__, "threads": torch.get_num_threads(), "quick": args.quick,
+        "sgemm_gflops": speed / 1e9,
+        "pytorch": bench_path(True, data, device, repeats, ref_repeats, speed, me),
+    }
+    if me is not None:
+        out["minkowski"] = bench_path(False, data, device, repeats, ref_repeats, speed, me)
+    out["evaluation_model"] = bench_evaluation(data, device, 50 if args.quick else 1000, speed)
+    out["peak_rss_gb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024**2
+    print(json.dumps(out, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,119 @@
+"""Interrupt, resume, evaluate saved sets, divergence guard, corrupt checkpoints."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+
+from configs.settings import REPO_ROOT, load_settings
+from dd3d.distill import Distiller, DivergedError, build_network
+from dd3d.pointsets import RealClouds
+from dd3d.runtime import StopRequest
+from tests.conftest import TINY, only_run_dir, run_cli
+
+LONGER = [*TINY, "--pytorch", "--no-log", "--iterations", "12", "--set", "DISTILLATION.save_cad_every=1",
+          "--set", "DISTILLATION.eval_iterations=0", "--eval-models", "1", "--eval-epochs", "2"]
+
+
+def test_stop_request_turns_sigint_into_a_flag():
+    with StopRequest() as stop:
+        os.kill(os.getpid(), signal.SIGINT)
+        time.sleep(0.05)
+        assert stop.requested and stop.signal == signal.SIGINT
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+
+
+def test_interrupt_then_resume_equals_an_uninterrupted_run(tmp_path):
+    full = run_cli(LONGER, tmp_path / "full")
+    assert full.returncode == 0, full.stderr
+    expected = torch.load(only_run_dir(tmp_path / "full") / "synthetic.pt", weights_only=False)
+
+    runs = tmp_path / "cut"
+    env = {**os.environ}
+    cmd = [sys.executable, str(REPO_ROOT / "mnist_distill.py"), "--set", f"DEFAULT.logging_parent={runs}", *LONGER]
+    proc = subprocess.Popen(cmd, cwd=REPO_ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 300
+    while time.time() < deadline:  # wait for a checkpoint past iteration 2, then interrupt
+        ckpts = list(runs.glob("*/ply/it00003_class0_0.ply")) if runs.exists() else []
+        if ckpts:
+            break
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=300)
+    assert proc.returncode == 130, err
+    cut = only_run_dir(runs)
+    results = json.loads((cut / "results.json").read_text())
+    assert results["status"] == "interrupted" and 3 <= results["iteration"] < 12
+    saved = torch.load(cut / "synthetic.pt", weights_only=False)
+    assert saved["iteration"] == results["iteration"]
+
+    resumed_runs = tmp_path / "resumed"
+    proc = run_cli([*LONGER, "--resume", str(cut)], resumed_runs)
+    assert proc.returncode == 0, proc.stderr
+    resumed = only_run_dir(resumed_runs)
+    final = torch.load(resumed / "synthetic.pt", weights_only=False)
+    assert final["iteration"] == 12
+    assert torch.equal(final["points"], expected["points"])
+    results = json.loads((resumed / "results.json").read_text())
+    assert results["status"] == "completed" and results["resumed_from"] == str(cut)
+    assert [e["iteration"] for e in results["evaluations"]] == [0, 12]
+
+
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory):
+    runs = tmp_path_factory.mktemp("finished")
+    assert run_cli([*TINY, "--pytorch", "--no-log"], runs).returncode == 0
+    return only_run_dir(runs)
+
+
+def test_eval_only_evaluates_a_saved_set(tmp_path, finished_run):
+    runs = tmp_path / "eval"
+    proc = run_cli([*TINY, "--eval-only", str(finished_run), "--eval-models", "1"], runs)
+    assert proc.returncode == 0, proc.stderr
+    results = json.loads((only_run_dir(runs) / "results.json").read_text())
+    assert results["status"] == "evaluated" and results["evaluated"] == str(finished_run)
+    assert len(results["evaluations"]) == 1 and len(results["evaluations"][0]["accuracies"]) == 1
+
+
+@pytest.mark.parametrize("flags, fragment", [
+    (["--distance", "ours"], "cannot resume: dist_opt was 'modmse' in the checkpoint, now 'ours'"),
+    (["--seed", "5"], "cannot resume: seed was 0"),
+])
+def test_resume_with_incompatible_settings_names_the_difference(tmp_path, finished_run, flags, fragment):
+    runs = tmp_path / "r"
+    proc = run_cli([*TINY, "--resume", str(finished_run), *flags], runs)
+    assert proc.returncode == 2 and fragment in proc.stderr and "Traceback" not in proc.stderr
+    assert not runs.exists()
+
+
+@pytest.mark.parametrize("content", [b"", b"garbage", "truncate"])
+def test_corrupt_checkpoint_is_one_line_and_nothing_is_written(tmp_path, finished_run, content):
+    bad = tmp_path / "synthetic.pt"
+    good = (finished_run / "synthetic.pt").read_bytes()
+    bad.write_bytes(good[: len(good) // 2] if content == "truncate" else content)
+    runs = tmp_path / "r"
+    for flag in ("--resume", "--eval-only"):
+        proc = run_cli([*TINY, flag, str(bad)], runs)
+        assert proc.returncode == 2 and "checkpoint" in proc.stderr
+        assert len(proc.stderr.strip().splitlines()) == 1 and not runs.exists()
+    assert (finished_run / "synthetic.pt").read_bytes() == good
+
+
+def test_nan_stops_the_step_and_leaves_the_points(mnist):
+    settings = load_settings(["--pytorch", "--set", "MODEL.batch_size=8", "--set", "DISTILLATION.num_points=50",
+                              "--device", "cpu"])
+    net, to_input = build_network(settings, torch.device("cpu"))
+    real = RealClouds(mnist.train_images[:2000], mnist.train_labels[:2000], 75, 50)
+    distiller = Distiller(net, to_input, real, settings, torch.device("cpu"), torch.Generator().manual_seed(0))
+    distiller.step()
+    before = distiller.points.detach().clone()
+    with torch.no_grad():
+        net.classifier.bias.fill_(float("nan"))
+    with pytest.raises(DivergedError, match="not finite"):
+        distiller.step()
+    assert torch.equal(distiller.points.detach(), before)
