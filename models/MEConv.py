@@ -64,7 +64,7 @@ class MEPytorch(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         for conv in self.convs:
             bias = conv.bias.view(1, -1, 1, 1)
-            y = F.max_pool2d(F.conv2d(x, conv.weight[:, :, 0], padding=1) + bias, 2)
+            y = F.max_pool2d(F.conv2d(x, conv.weight[:, :, 0], conv.bias, padding=1), 2)
             # Ties go to the bias slice, which MaxPool3d scans first (empty neighbourhoods tie exactly).
             x = F.relu(torch.where(y > bias, y, bias))
         return self.classifier(x.flatten(1))
@@ -94,9 +94,16 @@ def create_input_batch(points: torch.Tensor) -> SparseBatch:
     ME = import_minkowski()
     b, n, _ = points.shape
     flat = points.reshape(b * n, 3)
+    cells = flat.detach().floor().long()
+    # One integer key per (cloud, voxel): a 1-D unique is far cheaper than a row-wise one.
+    low = cells.min(0).values
+    span = cells.max(0).values - low + 1
+    c = cells - low
     batch = torch.arange(b, device=points.device).repeat_interleave(n)
-    cells = torch.cat([batch.unsqueeze(1), flat.detach().floor().long()], dim=1)
-    voxels, inverse = torch.unique(cells, dim=0, return_inverse=True)
+    key = ((batch * span[0] + c[:, 0]) * span[1] + c[:, 1]) * span[2] + c[:, 2]
+    keys, inverse = torch.unique(key, return_inverse=True)
+    voxels = torch.stack([keys // (span[0] * span[1] * span[2]), (keys // (span[1] * span[2])) % span[0] + low[0],
+                          (keys // span[2]) % span[1] + low[1], keys % span[2] + low[2]], dim=1)
     sums = flat.new_zeros(len(voxels), 3).index_add(0, inverse, flat)
     counts = flat.new_zeros(len(voxels)).index_add(0, inverse, flat.new_ones(b * n))
     means = sums / counts.unsqueeze(1)
@@ -148,6 +155,7 @@ class MEConvExp(nn.Module):
         # building the mostly empty grid, each voxel meets the Linear columns of its own cell.
         cell = (coords[:, 2] // stride) * GRID + coords[:, 3] // stride
         weight = self.classifier.weight.view(self.classifier.out_features, -1, GRID * GRID)  # [10, C, 784]
-        per_voxel = torch.einsum("nc,ocn->no", feats, weight[:, :, cell])
+        per_cell = weight.permute(2, 1, 0).index_select(0, cell)  # [n, C, 10]
+        per_voxel = (feats.unsqueeze(2) * per_cell).sum(1)
         logits = per_voxel.new_zeros(batch_size, self.classifier.out_features).index_add(0, coords[:, 0], per_voxel)
         return logits + self.classifier.bias

@@ -35,10 +35,10 @@ def conv_map(manager: Any, key: Any, num_rows: int, device: torch.device, kernel
     """Stride-1 convolution map of a coordinate map onto itself (ME's ``kernel_map``)."""
     kmap = manager.kernel_map(key, key, stride=1, kernel_size=kernel_size)
     offsets = sorted(kmap)
+    pairs = torch.cat([kmap[k].long() for k in offsets], dim=1)
+    column = torch.repeat_interleave(torch.arange(len(offsets)), torch.tensor([kmap[k].shape[1] for k in offsets]))
     table = torch.full((num_rows, len(offsets)), num_rows, dtype=torch.long)
-    for j, k in enumerate(offsets):  # at most kernel_size**3 offsets, not per point
-        pairs = kmap[k].long()
-        table[pairs[1], j] = pairs[0]
+    table[pairs[1], column] = pairs[0]
     return ConvMap(torch.tensor(offsets, dtype=torch.long, device=device), table.to(device))
 
 
@@ -60,15 +60,18 @@ def pool_map(manager: Any, in_key: Any, out_key: Any, num_in: int, num_out: int,
 
 def sparse_conv(features: torch.Tensor, kernel: torch.Tensor, cmap: ConvMap) -> torch.Tensor:
     """out[i] = sum_k features[in(i, k)] @ kernel[k]: one gather and one matmul."""
+    # index_select rather than advanced indexing: its backward is index_add, much faster on the CPU than
+    # the accumulating index_put that advanced indexing falls back to.
     padded = torch.cat([features, features.new_zeros(1, features.shape[1])])
-    gathered = padded[cmap.table]  # [n_out, K_used, Cin]
-    weight = kernel[cmap.offsets]  # [K_used, Cin, Cout]
+    gathered = padded.index_select(0, cmap.table.reshape(-1)).view(*cmap.table.shape, -1)  # [n_out, K, Cin]
+    weight = kernel.index_select(0, cmap.offsets)  # [K_used, Cin, Cout]
     return gathered.flatten(1) @ weight.flatten(0, 1)
 
 
 def sparse_max_pool(features: torch.Tensor, pmap: PoolMap) -> torch.Tensor:
     padded = torch.cat([features, features.new_full((1, features.shape[1]), float("-inf"))])
-    return padded[pmap.table].max(dim=1).values
+    gathered = padded.index_select(0, pmap.table.reshape(-1)).view(*pmap.table.shape, -1)
+    return gathered.max(dim=1).values
 
 
 def instance_norm(features: torch.Tensor, batch: torch.Tensor, num_batches: int, weight: torch.Tensor,
@@ -77,6 +80,6 @@ def instance_norm(features: torch.Tensor, batch: torch.Tensor, num_batches: int,
     counts = torch.bincount(batch, minlength=num_batches).clamp(min=1).to(features.dtype).unsqueeze(1)
     zeros = features.new_zeros(num_batches, features.shape[1])
     mean = zeros.index_add(0, batch, features) / counts
-    centered = features - mean[batch]
+    centered = features - mean.index_select(0, batch)
     var = zeros.index_add(0, batch, centered * centered) / counts
-    return centered / (var + eps).sqrt()[batch] * weight + bias
+    return centered * (var + eps).rsqrt().index_select(0, batch) * weight + bias
