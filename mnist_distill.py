@@ -14,10 +14,10 @@ import torch
 from tqdm import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
 
-from configs.settings import SettingsError, check_resumable, parse_command_line
+from configs.settings import Settings, SettingsError, check_resumable, parse_command_line
 from dd3d.distill import Distiller, DivergedError, build_network
 from dd3d.evaluate import evaluate_set
-from dd3d.mnist import DataError, load_mnist
+from dd3d.mnist import DataError, MNISTSplits, load_mnist
 from dd3d.outputs import (
     LOG,
     CheckpointError,
@@ -27,11 +27,20 @@ from dd3d.outputs import (
     make_logger,
     setup_console_logging,
 )
-from dd3d.pointsets import RealClouds, binarize, occupancy_to_images, points_to_images
+from dd3d.pointsets import RealClouds, binarize, class_mean_clouds, occupancy_to_images, points_to_images
 from dd3d.runtime import StopRequest, resolve_device, seed_everything
 from models.minkowski import MinkowskiUnavailable
 
 EXIT_BAD_INPUT, EXIT_DIVERGED, EXIT_INTERRUPTED = 2, 3, 130
+
+
+def baseline_set(name: str, real: RealClouds, data: MNISTSplits, settings: Settings) -> torch.Tensor:
+    """Points [10 * K, N, 3] of a baseline made of real training digits (seeded by --seed)."""
+    generator = torch.Generator().manual_seed(settings.seed)
+    if name == "random-real":
+        return real.per_class(settings.cad_per_class, generator)
+    return class_mean_clouds(data.train_images, data.train_labels, settings.threshold, settings.num_points,
+                             settings.cad_per_class, generator)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -46,7 +55,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         device = resolve_device(settings.device)
         data = load_mnist(settings.dataset_dir)
         seed_everything(settings.seed)
-        net, to_input = build_network(settings, device) if not invocation.eval_only else (None, None)
+        distilling = not (invocation.eval_only or invocation.baseline)
+        net, to_input = build_network(settings, device) if distilling else (None, None)
     except (SettingsError, DataError, MinkowskiUnavailable, CheckpointError) as e:
         print(f"error: {e}", file=sys.stderr)
         return EXIT_BAD_INPUT
@@ -66,14 +76,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     logger = make_logger(run_dir, settings.log)
     logger.text("settings", "```\n" + json.dumps(settings.to_dict(), indent=2) + "\n```")
 
-    if invocation.eval_only:  # a saved synthetic set, evaluated with these settings' protocol
+    real = RealClouds(data.train_images, data.train_labels, settings.threshold, settings.num_points)
+    if not distilling:  # evaluate a saved synthetic set, or a baseline made of real digits, with this protocol
         record = RunRecord(run_dir, settings, logger)
-        record.extra["evaluated"] = str(invocation.eval_only)
-        evaluate(saved["points"].to(device), saved["labels"], int(saved.get("iteration", 0)))
-        print(f"run folder: {record.finish('evaluated', int(saved.get('iteration', 0)))}")
+        if invocation.baseline:
+            record.extra["baseline"] = invocation.baseline
+            points, iteration = baseline_set(invocation.baseline, real, data, settings), 0
+            labels = torch.arange(10).repeat_interleave(settings.cad_per_class)
+        else:
+            record.extra["evaluated"] = str(invocation.eval_only)
+            points, labels, iteration = saved["points"], saved["labels"], int(saved.get("iteration", 0))
+        evaluate(points.to(device), labels, iteration)
+        record.save(iteration, {"points": points, "labels": labels})
+        print(f"run folder: {record.finish('evaluated', iteration)}")
         return 0
 
-    real = RealClouds(data.train_images, data.train_labels, settings.threshold, settings.num_points)
     distiller = Distiller(net, to_input, real, settings, device, torch.Generator().manual_seed(settings.seed))
     record = RunRecord(run_dir, settings, logger, previous=saved)
     start_iteration = 0

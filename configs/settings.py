@@ -16,6 +16,8 @@ DEFAULT_CONFIG = REPO_ROOT / "configs" / "default.ini"
 DISTANCES = ("ours", "modmse", "mse", "cos")
 DEVICES = ("auto", "cpu", "cuda")
 DEPTHS = (2, 3, 4)
+INITS = ("noise", "real")
+BASELINES = ("random-real", "class-mean")
 
 
 class SettingsError(ValueError):
@@ -44,6 +46,12 @@ class Settings:
     total_iterations: int
     save_cad_every: int
     eval_iterations: tuple[int, ...]
+    init: str
+    splat: bool
+    reinit_net: bool
+    outer_loop: int
+    inner_loop: int
+    net_lr: float
     # [MNIST]
     dataset_dir: Path
     threshold: int
@@ -98,6 +106,12 @@ SCHEMA: dict[str, dict[str, tuple[str, str]]] = {
         "total_iterations": ("total_iterations", _INT),
         "save_cad_every": ("save_cad_every", _INT),
         "eval_iterations": ("eval_iterations", _RAW),
+        "init": ("init", _STR),
+        "splat": ("splat", _BOOL),
+        "reinit_net": ("reinit_net", _BOOL),
+        "outer_loop": ("outer_loop", _INT),
+        "inner_loop": ("inner_loop", _INT),
+        "net_lr": ("net_lr", _FLOAT),
     },
     "MNIST": {
         "dataset_dir": ("dataset_dir", _PATH),
@@ -161,6 +175,9 @@ def build_parser() -> argparse.ArgumentParser:
                             "alter the distillation (names, logging, evaluation, more iterations)")
     group.add_argument("--eval-only", type=Path, metavar="PATH",
                        help="evaluate a saved synthetic set (synthetic.pt or a run folder) without distilling")
+    group.add_argument("--baseline", choices=BASELINES,
+                       help="evaluate a set made of real digits instead of distilling: random-real (K random "
+                            "digits per class) or class-mean (the thresholded mean digit), same num_points")
     return p
 
 
@@ -170,6 +187,7 @@ class Invocation:
 
     resume: Path | None = None
     eval_only: Path | None = None
+    baseline: str | None = None
 
 
 def _read_ini(path: Path) -> dict[str, dict[str, str]]:
@@ -263,6 +281,10 @@ def _validate(s: Settings) -> None:
     check(s.num_points >= 1, "DISTILLATION", "num_points", s.num_points, ">= 1")
     check(s.total_iterations >= 1, "DISTILLATION", "total_iterations", s.total_iterations, ">= 1")
     check(s.save_cad_every >= 0, "DISTILLATION", "save_cad_every", s.save_cad_every, ">= 0")
+    check(s.outer_loop >= 1, "DISTILLATION", "outer_loop", s.outer_loop, ">= 1")
+    check(s.inner_loop >= 0, "DISTILLATION", "inner_loop", s.inner_loop, ">= 0")
+    check(s.net_lr > 0, "DISTILLATION", "net_lr", s.net_lr, "> 0")
+    check(s.init in INITS, "DISTILLATION", "init", s.init, "/".join(INITS))
     check(0 <= s.threshold <= 255, "MNIST", "threshold", s.threshold, "0-255")
     check(s.eval_models >= 1, "EVALUATION", "models", s.eval_models, ">= 1")
     check(s.eval_epochs >= 1, "EVALUATION", "epochs", s.eval_epochs, ">= 1")
@@ -292,7 +314,7 @@ def parse_command_line(argv: Sequence[str] | None = None,
     the base. Raises SettingsError for a bad config file, key, type or value.
     """
     args = build_parser().parse_args(argv)
-    invocation = Invocation(resume=args.resume, eval_only=args.eval_only)
+    invocation = Invocation(resume=args.resume, eval_only=args.eval_only, baseline=args.baseline)
     # The user's file is laid over the shipped defaults, so it only needs the keys it changes.
     raw = _read_ini(DEFAULT_CONFIG)
     if args.config.resolve() != DEFAULT_CONFIG:

@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from configs.settings import Settings
-from dd3d.pointsets import RealClouds, constrain_, init_uniform
+from dd3d.pointsets import IMAGE_SIZE, SPLAT_HIGH, SPLAT_LOW, RealClouds, constrain_, init_uniform
 from distillation_loss import match_loss
 
 NUM_CLASSES = 10
@@ -41,13 +41,16 @@ def build_network(settings: Settings, device: torch.device) -> tuple[nn.Module, 
     The MinkowskiEngine network is imported only here and only in its mode, so ``--pytorch`` runs
     without MinkowskiEngine installed (MinkowskiUnavailable otherwise).
     """
+    channels = 1 if settings.splat else 3
     if settings.pytorch:
-        from models.MEConv import MEPytorch, create_dense_batch
+        from models.MEConv import MEPytorch, create_dense_batch, create_dense_splat
 
-        return MEPytorch(depth=settings.net_depth).to(device), create_dense_batch
-    from models.MEConv import MEConvExp, create_input_batch
+        net = MEPytorch(in_channel=channels, depth=settings.net_depth)
+        return net.to(device), create_dense_splat if settings.splat else create_dense_batch
+    from models.MEConv import MEConvExp, create_input_batch, create_splat_input_batch
 
-    return MEConvExp(depth=settings.net_depth).to(device), create_input_batch
+    net = MEConvExp(in_channel=channels, depth=settings.net_depth)
+    return net.to(device), create_splat_input_batch if settings.splat else create_input_batch
 
 
 class Distiller:
@@ -56,10 +59,18 @@ class Distiller:
     def __init__(self, net: nn.Module, to_input: Callable[[torch.Tensor], Any], real: RealClouds,
                  settings: Settings, device: torch.device, generator: torch.Generator) -> None:
         self.net, self.to_input, self.real = net, to_input, real
+        self.make_net = lambda: build_network(settings, device)[0]
         self.settings, self.device, self.generator = settings, device, generator
         k = settings.cad_per_class
-        points = init_uniform(NUM_CLASSES * k, settings.num_points, generator).to(device)
-        constrain_(points)
+        # Splatting keeps points within half a cell of the border so no occupancy falls off the grid, and
+        # treats real pixels as their cell centres (the binary projection is unchanged either way).
+        self.bounds = (SPLAT_LOW, SPLAT_HIGH) if settings.splat else (0.0, IMAGE_SIZE - 1.0)
+        self.real_offset = torch.tensor([0.0, 0.5, 0.5] if settings.splat else [0.0, 0.0, 0.0], device=device)
+        if settings.init == "real":
+            points = real.per_class(k, generator).to(device) + self.real_offset
+        else:
+            points = init_uniform(NUM_CLASSES * k, settings.num_points, generator).to(device)
+        constrain_(points, *self.bounds)
         self.points = points.requires_grad_()
         self.labels = torch.arange(NUM_CLASSES, device=device).repeat_interleave(k)
         self.optimizer = torch.optim.SGD([self.points], lr=settings.dist_lr, momentum=settings.dist_momentum)
@@ -71,13 +82,13 @@ class Distiller:
         target = torch.full((len(points),), c, dtype=torch.long, device=self.device)
         return torch.autograd.grad(F.cross_entropy(logits, target), self.params, create_graph=create_graph)
 
-    def step(self) -> StepStats:
+    def match_and_update(self) -> tuple[list[float], float]:
+        """One gradient match over all classes and one SGD step on the coordinates."""
         s, k = self.settings, self.settings.cad_per_class
-        before = self.points.detach().clone()
         self.optimizer.zero_grad(set_to_none=False)
         per_class = []
         for c in range(NUM_CLASSES):
-            real = self.real.sample(c, s.batch_size, self.generator).to(self.device)
+            real = self.real.sample(c, s.batch_size, self.generator).to(self.device) + self.real_offset
             gw_real = [g.detach() for g in self.class_gradients(real, c, create_graph=False)]
             gw_syn = self.class_gradients(self.points[c * k:(c + 1) * k], c, create_graph=True)
             distance = match_loss(gw_syn, gw_real, s.dist_opt)
@@ -89,9 +100,42 @@ class Distiller:
             self.optimizer.zero_grad(set_to_none=False)
             raise DivergedError(f"matching loss or coordinate gradient is not finite (loss per class: {per_class})")
         self.optimizer.step()
-        constrain_(self.points)
+        constrain_(self.points, *self.bounds)
+        return per_class, grad_abs_mean
+
+    def reinit_network(self) -> None:
+        """DC's protocol: a fresh random network, drawn from the batch sampler's stream (so resume is exact)."""
+        seed = int(torch.randint(0, 2**62, (1,), generator=self.generator))
+        with torch.random.fork_rng(devices=[self.device] if self.device.type == "cuda" else []):
+            torch.manual_seed(seed)
+            self.net.load_state_dict(self.make_net().state_dict())
+
+    def train_network(self, steps: int) -> None:
+        """DC's inner loop: plain SGD steps of the network on the current synthetic set (points fixed)."""
+        opt = torch.optim.SGD(self.params, lr=self.settings.net_lr)
+        points = self.points.detach()
+        for _ in range(steps):
+            loss = F.cross_entropy(self.net(self.to_input(points)), self.labels)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+
+    def step(self) -> StepStats:
+        """One outer iteration: [fresh network,] then outer_loop x (match and update [, train network])."""
+        s = self.settings
+        before = self.points.detach().clone()
+        if s.reinit_net:
+            self.reinit_network()
+        losses, grads = [], []
+        for ol in range(s.outer_loop):
+            per_class, grad_abs_mean = self.match_and_update()
+            losses.append(per_class)
+            grads.append(grad_abs_mean)
+            if ol < s.outer_loop - 1 and s.inner_loop:
+                self.train_network(s.inner_loop)
+        per_class = [sum(v) / len(v) for v in zip(*losses, strict=True)]
         displacement = float((self.points.detach() - before).norm(dim=-1).mean())
-        return StepStats(sum(per_class), per_class, grad_abs_mean, displacement)
+        return StepStats(sum(per_class), per_class, sum(grads) / len(grads), displacement)
 
     def state_dict(self) -> dict[str, Any]:
         """Everything needed to continue exactly: points, optimiser, network and the batch sampler's RNG."""

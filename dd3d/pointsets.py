@@ -48,10 +48,10 @@ def init_uniform(num_clouds: int, num_points: int, generator: torch.Generator) -
     return torch.rand(num_clouds, num_points, 3, generator=generator) * IMAGE_SIZE
 
 
-def constrain_(points: torch.Tensor) -> None:
-    """In place, without autograd: clamp to the grid [0, 27] and put every point on the depth-0 plane."""
+def constrain_(points: torch.Tensor, low: float = 0, high: float = IMAGE_SIZE - 1) -> None:
+    """In place, without autograd: clamp to the grid [low, high] (default [0, 27]) and onto the depth-0 plane."""
     with torch.no_grad():
-        points.clamp_(0, IMAGE_SIZE - 1)
+        points.clamp_(low, high)
         points[..., 0] = 0
 
 
@@ -79,8 +79,50 @@ class RealClouds:
         self.labels = labels
         self.class_indices = [torch.nonzero(labels == c).flatten() for c in range(num_classes)]
 
+    def per_class(self, k: int, generator: torch.Generator) -> torch.Tensor:
+        """``k`` random digits of every class, class-major: [10 * k, num_points, 3] (init and baseline)."""
+        return torch.cat([self.sample(c, k, generator) for c in range(len(self.class_indices))])
+
     def sample(self, c: int, n: int, generator: torch.Generator) -> torch.Tensor:
         """``n`` random digits of class ``c`` (without replacement) as points [n, num_points, 3]."""
         pool = self.class_indices[c]
         pick = pool[torch.randperm(len(pool), generator=generator)[:n]]
         return pixel_indices_to_points(self.pixel_idx[pick])
+
+
+def class_mean_clouds(images: torch.Tensor, labels: torch.Tensor, threshold: int, num_points: int,
+                      per_class: int, generator: torch.Generator, num_classes: int = 10) -> torch.Tensor:
+    """Baseline: the mean binary digit of a class, thresholded at 1/2, as a capped cloud.
+
+    With ``per_class`` > 1 each cloud is the mean of one of ``per_class`` random disjoint parts of the class.
+    Returns points [num_classes * per_class, num_points, 3], class-major like the synthetic set.
+    """
+    occupancy = binarize(images, threshold).float()
+    means = []
+    for c in range(num_classes):
+        idx = torch.nonzero(labels == c).flatten()
+        idx = idx[torch.randperm(len(idx), generator=generator)]
+        means += [occupancy[part].mean(0) > 0.5 for part in idx.tensor_split(per_class)]
+    return pixel_indices_to_points(capped_pixel_indices(torch.stack(means), num_points))
+
+
+def bilinear_corners(points: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Splatting weights of points [B, N, 3] on the depth-0 plane.
+
+    Cell (h, w) covers [h, h+1) x [w, w+1) with its centre at (h + 0.5, w + 0.5); a point spreads its unit
+    occupancy over the four cells whose centres surround it, with bilinear weights in its continuous
+    position. A point at a cell centre lands wholly in that cell (and the cell is floor(point), as in the
+    binary projection), so the weights, unlike voxel membership, have a gradient w.r.t. the coordinates.
+    Returns cells long [B, N, 4, 2] (row, col) and weights [B, N, 4].
+    """
+    u = points[..., 1:] - 0.5
+    base = u.detach().floor()
+    frac = u - base
+    corners = torch.tensor([[0, 0], [0, 1], [1, 0], [1, 1]], device=points.device)
+    cells = base.long().unsqueeze(2) + corners  # [B, N, 4, 2]
+    pick = corners.to(points.dtype)
+    weights = (pick * frac.unsqueeze(2) + (1 - pick) * (1 - frac.unsqueeze(2))).prod(-1)
+    return cells, weights
+
+
+SPLAT_LOW, SPLAT_HIGH = 0.5, IMAGE_SIZE - 0.5

@@ -18,6 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from dd3d.pointsets import bilinear_corners
 from models.minkowski import import_minkowski
 from models.sparse_ops import conv_map, instance_norm, pool_map, sparse_conv, sparse_max_pool
 
@@ -107,11 +108,15 @@ def create_input_batch(points: torch.Tensor) -> SparseBatch:
     sums = flat.new_zeros(len(voxels), 3).index_add(0, inverse, flat)
     counts = flat.new_zeros(len(voxels)).index_add(0, inverse, flat.new_ones(b * n))
     means = sums / counts.unsqueeze(1)
+    return _sparse_batch(ME, voxels, means, b)
+
+
+def _sparse_batch(ME: Any, voxels: torch.Tensor, features: torch.Tensor, batch_size: int) -> SparseBatch:
     # ME may reorder rows: give it row numbers as features and read its order back from them.
     row_ids = torch.arange(len(voxels), dtype=torch.float64).unsqueeze(1)
     sparse = ME.SparseTensor(features=row_ids, coordinates=voxels.int().cpu())
-    order = sparse.F[:, 0].long().to(points.device)
-    return SparseBatch(sparse, means[order], b)
+    order = sparse.F[:, 0].long().to(features.device)
+    return SparseBatch(sparse, features.index_select(0, order), batch_size)
 
 
 class MEConvExp(nn.Module):
@@ -159,3 +164,32 @@ class MEConvExp(nn.Module):
         per_voxel = (feats.unsqueeze(2) * per_cell).sum(1)
         logits = per_voxel.new_zeros(batch_size, self.classifier.out_features).index_add(0, coords[:, 0], per_voxel)
         return logits + self.classifier.bias
+
+
+def _splat_cells(points: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Flattened in-grid (cloud, row, col) cells and weights of the bilinear splat (see ``bilinear_corners``)."""
+    b = points.shape[0]
+    cells, weights = bilinear_corners(points)
+    batch = torch.arange(b, device=points.device).view(b, 1, 1).expand(weights.shape)
+    keep = ((cells >= 0) & (cells < GRID)).all(-1) & (weights > 0)
+    return batch[keep], cells[keep], weights[keep]
+
+
+def create_dense_splat(points: torch.Tensor) -> torch.Tensor:
+    """Splatting mode, dense: occupancy [B, 1, 28, 28], each point's unit mass spread bilinearly, capped at 1."""
+    b = points.shape[0]
+    batch, cells, weights = _splat_cells(points)
+    flat = (batch * GRID + cells[:, 0]) * GRID + cells[:, 1]
+    occupancy = weights.new_zeros(b * GRID * GRID).index_add(0, flat, weights)
+    return occupancy.clamp(max=1).view(b, 1, GRID, GRID)
+
+
+def create_splat_input_batch(points: torch.Tensor) -> SparseBatch:
+    """Splatting mode, sparse: the cells a cloud's points touch, as unique voxels with occupancy features."""
+    ME = import_minkowski()
+    b = points.shape[0]
+    batch, cells, weights = _splat_cells(points)
+    keys, inverse = torch.unique((batch * GRID + cells[:, 0]) * GRID + cells[:, 1], return_inverse=True)
+    occupancy = weights.new_zeros(len(keys)).index_add(0, inverse, weights).clamp(max=1).unsqueeze(1)
+    voxels = torch.stack([keys // (GRID * GRID), torch.zeros_like(keys), (keys // GRID) % GRID, keys % GRID], 1)
+    return _sparse_batch(ME, voxels, occupancy, b)

@@ -1,0 +1,147 @@
+"""Run named grids of mnist_distill.py configurations, then regenerate the README's results table.
+
+    .venv/bin/python experiments/run_grid.py GRID [GRID ...] [--iterations N] [--eval-epochs E]
+                                             [--eval-models M] [--dry-run] [--table-only]
+
+Each run writes its usual folder under experiments/runs/<grid>/. A run whose results.json exists (status
+completed or evaluated) with the same command line is skipped, so an interrupted grid is resumed by
+running the same command again. The table between the README's results markers is rebuilt from every
+results.json found under experiments/runs/, with the command line that produced it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shlex
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+RUNS = ROOT / "experiments" / "runs"
+README = ROOT / "README.md"
+START, END = "<!-- results:start -->", "<!-- results:end -->"
+
+SEED_PROTOCOL = ["--set", "EVALUATION.augment_test=true"]  # the seed's figures were on augmented test digits
+DC = ["--set", "DISTILLATION.reinit_net=true", "--distance", "ours"]
+SPLAT = ["--set", "DISTILLATION.splat=true"]
+REAL_INIT = ["--set", "DISTILLATION.init=real"]
+
+GRIDS: dict[str, dict[str, list[str]]] = {
+    # Table 1 of the seed: network x depth, modmse, fixed random network, 1 cloud per class.
+    "seed-table1": {
+        f"{path}-d{depth}": [flag, "--depth", str(depth), "--distance", "modmse", *SEED_PROTOCOL]
+        for path, flag in (("me", "--no-pytorch"), ("pytorch", "--pytorch")) for depth in (2, 3, 4)
+    },
+    # Table 2 of the seed: layer-wise cosine ("ours") against modmse.
+    "seed-table2": {
+        f"{path}-{dist}": [flag, "--distance", dist, *SEED_PROTOCOL]
+        for path, flag in (("me", "--no-pytorch"), ("pytorch", "--pytorch")) for dist in ("ours", "modmse")
+    },
+    # Real digits as the "distilled" set, evaluated by exactly the same protocol.
+    "baselines": {
+        "random-real": ["--baseline", "random-real"],
+        "class-mean": ["--baseline", "class-mean"],
+        "random-real-10": ["--baseline", "random-real", "--clouds-per-class", "10"],
+        "class-mean-10": ["--baseline", "class-mean", "--clouds-per-class", "10"],
+    },
+    # Beyond the seed: DC's fresh network per iteration, splatting, real initialisation.
+    "beyond": {
+        "me-faithful": ["--no-pytorch"],
+        "me-dc": ["--no-pytorch", *DC],
+        "me-dc-splat": ["--no-pytorch", *DC, *SPLAT],
+        "me-dc-splat-realinit": ["--no-pytorch", *DC, *SPLAT, *REAL_INIT],
+        "pytorch-dc-splat-realinit": ["--pytorch", *DC, *SPLAT, *REAL_INIT],
+    },
+}
+
+
+def command(grid: str, name: str, flags: list[str], budget: list[str]) -> list[str]:
+    return [sys.executable, "mnist_distill.py", "--exp", name, "--no-log",
+            "--set", f"DEFAULT.logging_parent={RUNS / grid}", *budget, *flags]
+
+
+def finished(grid: str, name: str, cmdline: str) -> Path | None:
+    for path in sorted((RUNS / grid).glob(f"*_{name}/results.json")):
+        results = json.loads(path.read_text())
+        if results.get("status") in ("completed", "evaluated") and results.get("command") == cmdline:
+            return path
+    return None
+
+
+def run(grid: str, name: str, flags: list[str], budget: list[str], dry_run: bool) -> None:
+    cmd = command(grid, name, flags, budget)
+    cmdline = shlex.join(["python", *cmd[1:]]).replace(str(ROOT) + "/", "")
+    if finished(grid, name, cmdline):
+        print(f"[skip] {grid}/{name}: already done")
+        return
+    print(f"[run] {cmdline}", flush=True)
+    if dry_run:
+        return
+    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
+    if proc.returncode != 0:
+        print(f"[fail] {grid}/{name} exited {proc.returncode}: {proc.stderr.strip().splitlines()[-1:]}")
+        return
+    run_dir = Path(proc.stdout.strip().splitlines()[-1].removeprefix("run folder: "))
+    results = json.loads((run_dir / "results.json").read_text())
+    results["command"] = cmdline
+    (run_dir / "results.json").write_text(json.dumps(results, indent=2) + "\n")
+    final = results["evaluations"][-1]
+    print(f"[done] {grid}/{name}: {100 * final['mean']:.2f} +- {100 * final['std']:.2f} %")
+
+
+def table() -> str:
+    rows = ["| grid | run | test accuracy (%) | iterations | evaluation | s / iteration | command |",
+            "| --- | --- | --- | --- | --- | --- | --- |"]
+    for path in sorted(RUNS.glob("*/*/results.json")):
+        r = json.loads(path.read_text())
+        if "command" not in r or r.get("status") not in ("completed", "evaluated"):
+            continue
+        s, final = r["settings"], r["evaluations"][-1]
+        iters = "–" if r["status"] == "evaluated" else str(r["iteration"])
+        spi = "–" if r["status"] == "evaluated" else f"{r['timings']['seconds_per_iteration']:.2f}"
+        protocol = f"{s['eval_models']} × {s['eval_epochs']} ep" + (", aug. test" if s["augment_test"] else "")
+        rows.append(f"| {path.parts[-3]} | {path.parent.name.split('_', 1)[1]} | "
+                    f"{100 * final['mean']:.2f} ± {100 * final['std']:.2f} | {iters} | {protocol} | {spi} | "
+                    f"`{r['command']}` |")
+    return "\n".join(rows)
+
+
+def update_readme() -> None:
+    text = README.read_text()
+    if START not in text or END not in text:
+        raise SystemExit(f"README.md has no {START} ... {END} markers")
+    head, rest = text.split(START, 1)
+    _, tail = rest.split(END, 1)
+    README.write_text(f"{head}{START}\n{table()}\n{END}{tail}")
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("grids", nargs="*", choices=list(GRIDS), help=f"grids to run: {', '.join(GRIDS)}")
+    p.add_argument("--iterations", type=int, help="budget: outer iterations (default: the INI's 2500)")
+    p.add_argument("--eval-epochs", type=int, help="budget: epochs per evaluation model (default 1000)")
+    p.add_argument("--eval-models", type=int, help="budget: evaluation models (default 5)")
+    p.add_argument("--only", nargs="*", default=None, help="run only these names of the grids")
+    p.add_argument("--dry-run", action="store_true", help="print the commands, run nothing")
+    p.add_argument("--table-only", action="store_true", help="only regenerate the README table")
+    args = p.parse_args()
+    budget = []
+    for flag, value in (("--iterations", args.iterations), ("--eval-epochs", args.eval_epochs),
+                        ("--eval-models", args.eval_models)):
+        if value is not None:
+            budget += [flag, str(value)]
+    if args.iterations is not None:  # evaluate only at the end of reduced-budget runs
+        budget += ["--set", "DISTILLATION.eval_iterations=0"]
+    if not args.table_only:
+        for grid in args.grids:
+            for name, flags in GRIDS[grid].items():
+                if args.only is None or name in args.only:
+                    run(grid, name, flags, budget, args.dry_run)
+    update_readme()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

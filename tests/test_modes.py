@@ -1,0 +1,123 @@
+"""Modes beyond the seed: splatting, DC's fresh network per iteration, real initialisation, baselines;
+and the fast loop against a literal per-class reference."""
+
+import json
+import os
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from configs.settings import load_settings
+from dd3d.distill import Distiller, build_network
+from dd3d.pointsets import RealClouds, bilinear_corners, points_to_images
+from distillation_loss import match_loss
+from models.MEConv import MEPytorch, create_dense_splat
+from tests.conftest import TINY, only_run_dir, run_cli
+from tests.test_models import check_coordinate_derivatives
+
+
+def test_bilinear_weights_sum_to_one_and_peak_at_the_projected_cell():
+    pts = torch.rand(3, 50, 3, dtype=torch.float64) * 26 + 1
+    cells, weights = bilinear_corners(pts)
+    assert torch.allclose(weights.sum(-1), torch.ones(3, 50, dtype=torch.float64))
+    best = cells.gather(2, weights.argmax(-1)[..., None, None].expand(-1, -1, 1, 2)).squeeze(2)
+    assert torch.equal(best, pts[..., 1:].floor().long())
+
+
+def test_a_point_at_a_cell_centre_is_one_pixel_of_the_binary_projection():
+    pts = torch.tensor([[[0.0, 3.5, 7.5], [0.0, 20.5, 1.5]]])
+    assert torch.equal(create_dense_splat(pts), points_to_images(pts))
+
+
+@pytest.mark.parametrize("metric", ["modmse", "ours"])
+def test_splat_matching_gradient_matches_finite_differences(metric):
+    torch.manual_seed(0)
+    net = MEPytorch(in_channel=1, depth=2, width=16).double()
+    check_coordinate_derivatives(net, create_dense_splat, metric, [(0, 0, 1), (0, 0, 2), (1, 4, 1), (1, 9, 2)])
+
+
+@pytest.mark.skipif(os.environ.get("DD3D_SKIP_MINKOWSKI") == "1", reason="MinkowskiEngine not installed")
+def test_sparse_splat_matching_gradient_matches_finite_differences():
+    from models.MEConv import MEConvExp, create_splat_input_batch
+
+    torch.manual_seed(0)
+    net = MEConvExp(in_channel=1, depth=2, width=16).double()
+    check_coordinate_derivatives(net, create_splat_input_batch, "modmse", [(0, 0, 1), (0, 3, 2), (1, 6, 1)])
+
+
+def small_distiller(mnist, *flags: str) -> Distiller:
+    settings = load_settings(["--pytorch", "--device", "cpu", "--set", "MODEL.batch_size=8",
+                              "--set", "DISTILLATION.num_points=60", *flags])
+    torch.manual_seed(settings.seed)
+    net, to_input = build_network(settings, torch.device("cpu"))
+    real = RealClouds(mnist.train_images[:3000], mnist.train_labels[:3000], 75, 60)
+    return Distiller(net, to_input, real, settings, torch.device("cpu"), torch.Generator().manual_seed(0))
+
+
+def test_fast_loop_equals_a_literal_per_class_reference(mnist):
+    """The 2-D form and per-class backward give the seed's Conv3d per-class loop's points (fp noise only)."""
+    fast = small_distiller(mnist)
+    slow = small_distiller(mnist)
+    conv3d = nn.Sequential(*[m for conv in slow.net.convs for m in (conv, nn.ReLU(), nn.MaxPool3d(2))])
+
+    def literal_logits(points):
+        return slow.net.classifier(conv3d(slow.to_input(points).unsqueeze(2)).flatten(1))
+
+    for _ in range(3):
+        fast.step()
+        total = 0
+        slow.optimizer.zero_grad()
+        for c in range(10):
+            real = slow.real.sample(c, 8, slow.generator)
+            target = torch.full((8,), c)
+            gw_real = [g.detach() for g in torch.autograd.grad(F.cross_entropy(literal_logits(real), target),
+                                                                slow.params)]
+            gw_syn = torch.autograd.grad(F.cross_entropy(literal_logits(slow.points[c:c + 1]), target[:1]),
+                                         slow.params, create_graph=True)
+            total = total + match_loss(gw_syn, gw_real, "modmse")
+        total.backward()
+        slow.optimizer.step()
+        with torch.no_grad():
+            slow.points.clamp_(0, 27)
+            slow.points[..., 0] = 0
+    assert torch.allclose(fast.points, slow.points, atol=1e-4)
+    assert not torch.equal(fast.points, small_distiller(mnist).points)  # and the points did move
+
+
+def test_fresh_network_each_iteration_is_reproducible(mnist):
+    a = small_distiller(mnist, "--set", "DISTILLATION.reinit_net=true", "--distance", "ours")
+    b = small_distiller(mnist, "--set", "DISTILLATION.reinit_net=true", "--distance", "ours")
+    w0 = a.net.classifier.weight.detach().clone()
+    a.step()
+    assert not torch.equal(a.net.classifier.weight, w0)  # a new network was drawn
+    b.step()
+    assert torch.equal(a.points, b.points)
+
+
+def test_inner_loop_trains_the_network_between_matches(mnist):
+    d = small_distiller(mnist, "--set", "DISTILLATION.outer_loop=2", "--set", "DISTILLATION.inner_loop=3")
+    w0 = d.net.classifier.weight.detach().clone()
+    d.step()
+    assert not torch.equal(d.net.classifier.weight, w0)
+
+
+def test_real_initialisation_starts_from_training_digits(mnist):
+    d = small_distiller(mnist, "--set", "DISTILLATION.init=real", "--set", "DISTILLATION.splat=true")
+    assert torch.allclose(d.points[..., 1:] - d.points[..., 1:].floor(), torch.full_like(d.points[..., 1:], 0.5))
+    images = points_to_images(d.points)
+    assert (images.flatten(1).sum(1) > 20).all()
+
+
+@pytest.mark.parametrize("baseline", ["random-real", "class-mean"])
+def test_baselines_are_evaluated_by_the_same_protocol(tmp_path, baseline):
+    runs = tmp_path / "runs"
+    proc = run_cli([*TINY, "--baseline", baseline, "--no-log", "--eval-epochs", "60"], runs)
+    assert proc.returncode == 0, proc.stderr
+    run = only_run_dir(runs)
+    results = json.loads((run / "results.json").read_text())
+    assert results["status"] == "evaluated" and results["baseline"] == baseline
+    assert results["evaluations"][0]["mean"] > 0.3  # real digits teach something within 60 epochs
+    saved = torch.load(run / "synthetic.pt", weights_only=False)
+    assert saved["points"].shape == (10, 100, 3)
