@@ -167,29 +167,45 @@ class MEConvExp(nn.Module):
 
 
 def _splat_cells(points: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Flattened in-grid (cloud, row, col) cells and weights of the bilinear splat (see ``bilinear_corners``)."""
+    """Flattened in-grid (cloud, row, col) cells and weights of the bilinear splat (see ``bilinear_corners``).
+
+    All four corners are kept, even with weight 0 (a point exactly at a cell centre): their weights still
+    have a gradient, which is what lets a point move into a neighbouring cell.
+    """
     b = points.shape[0]
     cells, weights = bilinear_corners(points)
     batch = torch.arange(b, device=points.device).view(b, 1, 1).expand(weights.shape)
-    keep = ((cells >= 0) & (cells < GRID)).all(-1) & (weights > 0)
+    keep = ((cells >= 0) & (cells < GRID)).all(-1)
     return batch[keep], cells[keep], weights[keep]
 
 
+def _soft_union(index: torch.Tensor, weights: torch.Tensor, size: int) -> torch.Tensor:
+    """Occupancy of each cell: 1 - prod_i (1 - (1 - eps) w_i), a differentiable union of the points' shares.
+
+    It is ~1 for a real pixel however many duplicate points it holds, saturates smoothly when synthetic
+    points pile up, and, unlike a clamp at 1, keeps a gradient for every point.
+    """
+    log_empty = torch.log1p(-(1 - _SPLAT_EPS) * weights)
+    return -torch.expm1(weights.new_zeros(size).index_add(0, index, log_empty))
+
+
+_SPLAT_EPS = 1e-3
+
+
 def create_dense_splat(points: torch.Tensor) -> torch.Tensor:
-    """Splatting mode, dense: occupancy [B, 1, 28, 28], each point's unit mass spread bilinearly, capped at 1."""
+    """Splatting mode, dense: occupancy [B, 1, 28, 28] of the points' bilinear shares (``_soft_union``)."""
     b = points.shape[0]
     batch, cells, weights = _splat_cells(points)
     flat = (batch * GRID + cells[:, 0]) * GRID + cells[:, 1]
-    occupancy = weights.new_zeros(b * GRID * GRID).index_add(0, flat, weights)
-    return occupancy.clamp(max=1).view(b, 1, GRID, GRID)
+    return _soft_union(flat, weights, b * GRID * GRID).view(b, 1, GRID, GRID)
 
 
 def create_splat_input_batch(points: torch.Tensor) -> SparseBatch:
-    """Splatting mode, sparse: the cells a cloud's points touch, as unique voxels with occupancy features."""
+    """Splatting mode, sparse: every cell a cloud's points share into, as unique voxels with occupancy."""
     ME = import_minkowski()
     b = points.shape[0]
     batch, cells, weights = _splat_cells(points)
     keys, inverse = torch.unique((batch * GRID + cells[:, 0]) * GRID + cells[:, 1], return_inverse=True)
-    occupancy = weights.new_zeros(len(keys)).index_add(0, inverse, weights).clamp(max=1).unsqueeze(1)
+    occupancy = _soft_union(inverse, weights, len(keys)).unsqueeze(1)
     voxels = torch.stack([keys // (GRID * GRID), torch.zeros_like(keys), (keys // GRID) % GRID, keys % GRID], 1)
     return _sparse_batch(ME, voxels, occupancy, b)
