@@ -17,6 +17,7 @@ DISTANCES = ("ours", "modmse", "mse", "cos")
 DEVICES = ("auto", "cpu", "cuda")
 DEPTHS = (2, 3, 4)
 INITS = ("noise", "real")
+OPTIMIZERS = ("sgd", "adam")
 BASELINES = ("random-real", "class-mean")
 
 
@@ -37,6 +38,7 @@ class Settings:
     net_depth: int
     batch_size: int
     dist_opt: str
+    dist_optimizer: str
     dist_lr: float
     dist_momentum: float
     classifier_lr: float
@@ -96,6 +98,7 @@ SCHEMA: dict[str, dict[str, tuple[str, str]]] = {
         "net_depth": ("net_depth", _RAW),
         "batch_size": ("batch_size", _INT),
         "dist_opt": ("dist_opt", _STR),
+        "dist_optimizer": ("dist_optimizer", _STR),
         "dist_lr": ("dist_lr", _FLOAT),
         "dist_momentum": ("dist_momentum", _FLOAT),
         "classifier_lr": ("classifier_lr", _FLOAT),
@@ -273,6 +276,7 @@ def _validate(s: Settings) -> None:
           s.experiment_name, "non-empty, no '/'")
     check(s.seed >= 0, "DEFAULT", "seed", s.seed, ">= 0")
     check(s.dist_opt in DISTANCES, "MODEL", "dist_opt", s.dist_opt, "/".join(DISTANCES))
+    check(s.dist_optimizer in OPTIMIZERS, "MODEL", "dist_optimizer", s.dist_optimizer, "/".join(OPTIMIZERS))
     check(s.batch_size >= 1, "MODEL", "batch_size", s.batch_size, ">= 1")
     check(s.dist_lr > 0, "MODEL", "dist_lr", s.dist_lr, "> 0")
     check(0 <= s.dist_momentum < 1, "MODEL", "dist_momentum", s.dist_momentum, "0 <= m < 1")

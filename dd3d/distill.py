@@ -73,7 +73,8 @@ class Distiller:
         constrain_(points, *self.bounds)
         self.points = points.requires_grad_()
         self.labels = torch.arange(NUM_CLASSES, device=device).repeat_interleave(k)
-        self.optimizer = torch.optim.SGD([self.points], lr=settings.dist_lr, momentum=settings.dist_momentum)
+        self.optimizer = (torch.optim.Adam([self.points], lr=settings.dist_lr) if settings.dist_optimizer == "adam"
+                          else torch.optim.SGD([self.points], lr=settings.dist_lr, momentum=settings.dist_momentum))
         self.params = [p for p in net.parameters() if p.requires_grad]
 
     def class_gradients(self, points: torch.Tensor, c: int, create_graph: bool) -> tuple[torch.Tensor, ...]:
