@@ -17,7 +17,7 @@ from tqdm.contrib.logging import logging_redirect_tqdm
 from configs.settings import Settings, SettingsError, check_resumable, parse_command_line
 from dd3d.distill import Distiller, DivergedError, build_network
 from dd3d.evaluate import evaluate_set
-from dd3d.mnist import DataError, MNISTSplits, load_mnist
+from dd3d.mnist import DataError, load_mnist
 from dd3d.outputs import (
     LOG,
     CheckpointError,
@@ -27,20 +27,19 @@ from dd3d.outputs import (
     make_logger,
     setup_console_logging,
 )
-from dd3d.pointsets import RealClouds, binarize, class_mean_clouds, occupancy_to_images, points_to_images
+from dd3d.pointsets import RealClouds, binarize, occupancy_to_images, points_to_images
 from dd3d.runtime import StopRequest, resolve_device, seed_everything
 from models.minkowski import MinkowskiUnavailable
 
 EXIT_BAD_INPUT, EXIT_DIVERGED, EXIT_INTERRUPTED = 2, 3, 130
 
 
-def baseline_set(name: str, real: RealClouds, data: MNISTSplits, settings: Settings) -> torch.Tensor:
+def baseline_set(name: str, real: RealClouds, settings: Settings) -> torch.Tensor:
     """Points [10 * K, N, 3] of a baseline made of real training digits (seeded by --seed)."""
     generator = torch.Generator().manual_seed(settings.seed)
     if name == "random-real":
         return real.per_class(settings.cad_per_class, generator)
-    return class_mean_clouds(data.train_images, data.train_labels, settings.threshold, settings.num_points,
-                             settings.cad_per_class, generator)
+    return real.class_means(settings.cad_per_class, generator)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -81,7 +80,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         record = RunRecord(run_dir, settings, logger)
         if invocation.baseline:
             record.extra["baseline"] = invocation.baseline
-            points, iteration = baseline_set(invocation.baseline, real, data, settings), 0
+            points, iteration = baseline_set(invocation.baseline, real, settings), 0
             labels = torch.arange(10).repeat_interleave(settings.cad_per_class)
         else:
             record.extra["evaluated"] = str(invocation.eval_only)

@@ -16,7 +16,7 @@ DEFAULT_CONFIG = REPO_ROOT / "configs" / "default.ini"
 DISTANCES = ("ours", "modmse", "mse", "cos")
 DEVICES = ("auto", "cpu", "cuda")
 DEPTHS = (2, 3, 4)
-INITS = ("noise", "real")
+INITS = ("noise", "real", "mean")
 OPTIMIZERS = ("sgd", "adam")
 BASELINES = ("random-real", "class-mean")
 

@@ -68,6 +68,8 @@ class Distiller:
         self.real_offset = torch.tensor([0.0, 0.5, 0.5] if settings.splat else [0.0, 0.0, 0.0], device=device)
         if settings.init == "real":
             points = real.per_class(k, generator).to(device) + self.real_offset
+        elif settings.init == "mean":
+            points = real.class_means(k, generator).to(device) + self.real_offset
         else:
             points = init_uniform(NUM_CLASSES * k, settings.num_points, generator).to(device)
         constrain_(points, *self.bounds)

@@ -75,13 +75,20 @@ class RealClouds:
 
     def __init__(self, images: torch.Tensor, labels: torch.Tensor, threshold: int, num_points: int,
                  num_classes: int = 10) -> None:
-        self.pixel_idx = capped_pixel_indices(binarize(images, threshold), num_points)
+        self.occupancy = binarize(images, threshold)
+        self.pixel_idx = capped_pixel_indices(self.occupancy, num_points)
         self.labels = labels
+        self.num_points = num_points
         self.class_indices = [torch.nonzero(labels == c).flatten() for c in range(num_classes)]
 
     def per_class(self, k: int, generator: torch.Generator) -> torch.Tensor:
         """``k`` random digits of every class, class-major: [10 * k, num_points, 3] (init and baseline)."""
         return torch.cat([self.sample(c, k, generator) for c in range(len(self.class_indices))])
+
+    def class_means(self, k: int, generator: torch.Generator) -> torch.Tensor:
+        """``k`` thresholded class-mean digits per class, class-major: [10 * k, num_points, 3]."""
+        return class_mean_clouds(self.occupancy, self.labels, self.num_points, k, generator,
+                                 len(self.class_indices))
 
     def sample(self, c: int, n: int, generator: torch.Generator) -> torch.Tensor:
         """``n`` random digits of class ``c`` (without replacement) as points [n, num_points, 3]."""
@@ -90,19 +97,18 @@ class RealClouds:
         return pixel_indices_to_points(self.pixel_idx[pick])
 
 
-def class_mean_clouds(images: torch.Tensor, labels: torch.Tensor, threshold: int, num_points: int,
-                      per_class: int, generator: torch.Generator, num_classes: int = 10) -> torch.Tensor:
-    """Baseline: the mean binary digit of a class, thresholded at 1/2, as a capped cloud.
+def class_mean_clouds(occupancy: torch.Tensor, labels: torch.Tensor, num_points: int, per_class: int,
+                      generator: torch.Generator, num_classes: int = 10) -> torch.Tensor:
+    """The mean binary digit of a class, thresholded at 1/2, as a capped cloud (baseline and init).
 
     With ``per_class`` > 1 each cloud is the mean of one of ``per_class`` random disjoint parts of the class.
     Returns points [num_classes * per_class, num_points, 3], class-major like the synthetic set.
     """
-    occupancy = binarize(images, threshold).float()
     means = []
     for c in range(num_classes):
         idx = torch.nonzero(labels == c).flatten()
         idx = idx[torch.randperm(len(idx), generator=generator)]
-        means += [occupancy[part].mean(0) > 0.5 for part in idx.tensor_split(per_class)]
+        means += [occupancy[part].float().mean(0) > 0.5 for part in idx.tensor_split(per_class)]
     return pixel_indices_to_points(capped_pixel_indices(torch.stack(means), num_points))
 
 

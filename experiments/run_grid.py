@@ -27,6 +27,7 @@ SEED_PROTOCOL = ["--set", "EVALUATION.augment_test=true"]  # the seed's figures 
 DC = ["--set", "DISTILLATION.reinit_net=true", "--distance", "ours"]
 SPLAT = ["--set", "DISTILLATION.splat=true"]
 REAL_INIT = ["--set", "DISTILLATION.init=real"]
+ADAM = ["--set", "MODEL.dist_optimizer=adam", "--set", "MODEL.dist_lr=0.05"]
 
 GRIDS: dict[str, dict[str, list[str]]] = {
     # Table 1 of the seed: network x depth, modmse, fixed random network, 1 cloud per class.
@@ -48,11 +49,12 @@ GRIDS: dict[str, dict[str, list[str]]] = {
     },
     # Beyond the seed: DC's fresh network per iteration, splatting, real initialisation.
     "beyond": {
-        "me-faithful": ["--no-pytorch"],
-        "me-dc": ["--no-pytorch", *DC],
-        "me-dc-splat": ["--no-pytorch", *DC, *SPLAT],
+        "me-dc-splat-realinit-adam": ["--no-pytorch", *DC, *SPLAT, *REAL_INIT, *ADAM],
+        "me-dc-splat-meaninit-adam": ["--no-pytorch", *DC, *SPLAT, "--set", "DISTILLATION.init=mean", *ADAM],
+        "pytorch-dc-splat-realinit-adam": ["--pytorch", *DC, *SPLAT, *REAL_INIT, *ADAM],
         "me-dc-splat-realinit": ["--no-pytorch", *DC, *SPLAT, *REAL_INIT],
-        "pytorch-dc-splat-realinit": ["--pytorch", *DC, *SPLAT, *REAL_INIT],
+        "me-dc-splat": ["--no-pytorch", *DC, *SPLAT],
+        "me-dc": ["--no-pytorch", *DC],
     },
 }
 
