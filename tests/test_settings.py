@@ -46,6 +46,9 @@ def test_user_config_only_needs_changed_keys(tmp_path: Path):
     (["--set", "MODEL.net_depth=7"], "MODEL.net_depth = '7' is not supported"),
     (["--set", "EVALUATION.augment=maybe"], "EVALUATION.augment = 'maybe' is not a valid bool"),
     (["--set", "novalue"], "--set expects SECTION.key=value"),
+    (["--set", "MODEL.dist_optimizer=lbfgs"], "MODEL.dist_optimizer = 'lbfgs' is out of range (sgd/adam)"),
+    (["--set", "DISTILLATION.init=zeros"], "DISTILLATION.init = 'zeros' is out of range (noise/real/mean)"),
+    (["--set", "DISTILLATION.outer_loop=0"], "DISTILLATION.outer_loop = 0 is out of range"),
     (["--config", "/nonexistent/x.ini"], "cannot read config /nonexistent/x.ini"),
 ])
 def test_bad_settings_name_the_problem(argv, fragment):
