@@ -46,9 +46,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     setup_console_logging()
     # Everything that can fail on bad input happens before the run folder exists.
     try:
-        settings, invocation = parse_command_line(argv, saved_settings=lambda p: load_checkpoint(p)["settings"])
-        saved = load_checkpoint(invocation.resume or invocation.eval_only, for_resume=bool(invocation.resume)) \
-            if (invocation.resume or invocation.eval_only) else None
+        # With --resume the checkpoint is read once: its settings become the base of the new ones.
+        resumed: dict[str, dict] = {}
+        settings, invocation = parse_command_line(
+            argv, saved_settings=lambda p: resumed.setdefault("state", load_checkpoint(p))["settings"])
+        saved = resumed.get("state") or (load_checkpoint(invocation.eval_only, for_resume=False)
+                                         if invocation.eval_only else None)
         if invocation.resume:
             check_resumable(saved["settings"], settings)
         device = resolve_device(settings.device)
@@ -69,7 +72,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         start, images = time.perf_counter(), points_to_images(points)
         result = evaluate_set(images, labels.to(device), test_images, test_labels, settings,
                               seed=settings.seed * 100_003 + iteration)
-        record.add_evaluation(iteration, images, labels, result.accuracies, time.perf_counter() - start)
+        record.add_evaluation(iteration, images, labels, result, time.perf_counter() - start)
 
     run_dir = create_run_dir(settings.logging_parent, settings.experiment_name)
     logger = make_logger(run_dir, settings.log)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import configparser
-import dataclasses
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, fields
 from pathlib import Path
@@ -372,10 +371,3 @@ def check_resumable(saved: dict[str, Any], settings: Settings) -> None:
             continue
         if saved.get(name) != value:
             raise SettingsError(f"cannot resume: {name} was {saved.get(name)!r} in the checkpoint, now {value!r}")
-
-
-def replace(settings: Settings, **changes: Any) -> Settings:
-    """A copy with some fields changed (re-validated)."""
-    new = dataclasses.replace(settings, **changes)
-    _validate(new)
-    return new

@@ -18,6 +18,7 @@ import torch
 from torchvision.utils import make_grid, save_image
 
 from configs.settings import Settings
+from dd3d.evaluate import EvalResult
 
 LOG = logging.getLogger("dd3d")
 
@@ -210,18 +211,17 @@ class RunRecord:
     def evaluated(self, iteration: int) -> bool:
         return any(e["iteration"] == iteration for e in self.evaluations)
 
-    def add_evaluation(self, iteration: int, images: torch.Tensor, labels: torch.Tensor, accuracies: list[float],
+    def add_evaluation(self, iteration: int, images: torch.Tensor, labels: torch.Tensor, result: EvalResult,
                        seconds: float) -> None:
-        mean = sum(accuracies) / len(accuracies)
-        std = (sum((a - mean) ** 2 for a in accuracies) / len(accuracies)) ** 0.5
-        self.evaluations.append({"iteration": iteration, "accuracies": accuracies, "mean": mean, "std": std})
+        mean, std = result.mean, result.std
+        self.evaluations.append({"iteration": iteration, "accuracies": result.accuracies, "mean": mean, "std": std})
         self.timings["evaluation_seconds"] += seconds
         grid = digit_grid(images, labels)
         save_digit_grid(self.run_dir / f"digits_it{iteration:05d}.png", grid)
         self.logger.image("Evaluation/digits", grid, iteration)
         self.logger.scalars("Evaluation/accuracy", {"mean": mean, "std": std}, iteration)
         LOG.info("iteration %d: test accuracy %.2f%% +- %.2f%% over %d models", iteration, 100 * mean, 100 * std,
-                 len(accuracies))
+                 len(result.accuracies))
 
     def add_step(self, iteration: int, stats: Any, seconds: float) -> None:
         self.timings["distillation_seconds"] += seconds
