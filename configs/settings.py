@@ -17,6 +17,7 @@ DEVICES = ("auto", "cpu", "cuda")
 DEPTHS = (2, 3, 4)
 INITS = ("noise", "real", "mean")
 OPTIMIZERS = ("sgd", "adam")
+NETWORKS = ("seed", "convnet")
 BASELINES = ("random-real", "class-mean")
 
 
@@ -34,6 +35,7 @@ class Settings:
     log: bool
     # [MODEL]
     pytorch: bool
+    network: str
     net_depth: int
     batch_size: int
     dist_opt: str
@@ -68,6 +70,8 @@ class Settings:
 
     @property
     def mode(self) -> str:
+        if self.network == "convnet":
+            return "convnet"
         return "pytorch" if self.pytorch else "minkowski"
 
     def to_dict(self) -> dict[str, Any]:
@@ -94,6 +98,7 @@ SCHEMA: dict[str, dict[str, tuple[str, str]]] = {
     },
     "MODEL": {
         "pytorch": ("pytorch", _BOOL),
+        "network": ("network", _STR),
         "net_depth": ("net_depth", _RAW),
         "batch_size": ("batch_size", _INT),
         "dist_opt": ("dist_opt", _STR),
@@ -245,9 +250,9 @@ def _convert(section: str, key: str, value: str, kind: str) -> Any:
         raise SettingsError(f"{section}.{key} = {value!r} is not a valid {kind}") from None
 
 
-def _resolve_depth(value: str, pytorch: bool) -> int:
+def _resolve_depth(value: str, pytorch: bool, network: str) -> int:
     if value.strip().lower() == "auto":
-        return 3 if pytorch else 2
+        return 3 if pytorch or network == "convnet" else 2
     depth = _convert("MODEL", "net_depth", value, _INT)
     if depth not in DEPTHS:
         raise SettingsError(f"MODEL.net_depth = {value!r} is not supported (use auto or 2-4)")
@@ -275,6 +280,9 @@ def _validate(s: Settings) -> None:
           s.experiment_name, "non-empty, no '/'")
     check(s.seed >= 0, "DEFAULT", "seed", s.seed, ">= 0")
     check(s.dist_opt in DISTANCES, "MODEL", "dist_opt", s.dist_opt, "/".join(DISTANCES))
+    check(s.network in NETWORKS, "MODEL", "network", s.network, "/".join(NETWORKS))
+    check(s.network != "convnet" or (s.pytorch and s.splat), "MODEL", "network", s.network,
+          "convnet is dense and reads splatted occupancy: needs --pytorch and DISTILLATION.splat=true")
     check(s.dist_optimizer in OPTIMIZERS, "MODEL", "dist_optimizer", s.dist_optimizer, "/".join(OPTIMIZERS))
     check(s.batch_size >= 1, "MODEL", "batch_size", s.batch_size, ">= 1")
     check(s.dist_lr > 0, "MODEL", "dist_lr", s.dist_lr, "> 0")
@@ -341,7 +349,7 @@ def parse_command_line(argv: Sequence[str] | None = None,
                 raise SettingsError(f"missing key {section}.{key} in {args.config}")
             values[field_name] = text if kind == _RAW else _convert(section, key, text, kind)
 
-    values["net_depth"] = _resolve_depth(values["net_depth"], values["pytorch"])
+    values["net_depth"] = _resolve_depth(values["net_depth"], values["pytorch"], values["network"])
     if values["total_iterations"] < 1:
         raise SettingsError(f"DISTILLATION.total_iterations = {values['total_iterations']} is out of range (>= 1)")
     values["eval_iterations"] = _resolve_eval_iterations(values["eval_iterations"], values["total_iterations"])
@@ -368,6 +376,8 @@ def check_resumable(saved: dict[str, Any], settings: Settings) -> None:
     current = settings.to_dict()
     for name, value in current.items():
         if name in RESUMABLE_CHANGES or name == "mode":
+            continue
+        if name not in saved:  # a key added after the checkpoint was written; its default is the old behaviour
             continue
         if saved.get(name) != value:
             raise SettingsError(f"cannot resume: {name} was {saved.get(name)!r} in the checkpoint, now {value!r}")

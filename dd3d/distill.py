@@ -42,6 +42,11 @@ def build_network(settings: Settings, device: torch.device) -> tuple[nn.Module, 
     without MinkowskiEngine installed (MinkowskiUnavailable otherwise).
     """
     channels = 1 if settings.splat else 3
+    if settings.network == "convnet":
+        from models.MEConv import create_dense_splat
+        from models.MNIST import ConvNet
+
+        return ConvNet(channel=1, depth=settings.net_depth).to(device), create_dense_splat
     if settings.pytorch:
         from models.MEConv import MEPytorch, create_dense_batch, create_dense_splat
 

@@ -14,6 +14,7 @@ from dd3d.distill import Distiller, build_network
 from dd3d.pointsets import RealClouds, bilinear_corners, points_to_images
 from distillation_loss import match_loss
 from models.MEConv import MEPytorch, create_dense_splat
+from models.MNIST import ConvNet
 from tests.conftest import TINY, only_run_dir, run_cli
 from tests.test_models import check_coordinate_derivatives
 
@@ -101,6 +102,23 @@ def test_inner_loop_trains_the_network_between_matches(mnist):
     w0 = d.net.classifier.weight.detach().clone()
     d.step()
     assert not torch.equal(d.net.classifier.weight, w0)
+
+
+def test_convnet_matches_in_the_evaluation_architecture_on_the_splat(mnist):
+    d = small_distiller(mnist, "--set", "MODEL.network=convnet", "--set", "DISTILLATION.splat=true",
+                        "--set", "DISTILLATION.reinit_net=true", "--set", "DISTILLATION.init=mean",
+                        "--distance", "ours")
+    assert isinstance(d.net, ConvNet) and d.settings.net_depth == 3 and d.settings.mode == "convnet"
+    before = d.points.detach().clone()
+    stats = d.step()
+    assert stats.grad_abs_mean > 0 and stats.displacement > 0
+    assert not torch.equal(d.points, before)
+
+
+def test_convnet_splat_matching_gradient_matches_finite_differences():
+    torch.manual_seed(0)
+    net = ConvNet(channel=1, width=8, depth=2).double()
+    check_coordinate_derivatives(net, create_dense_splat, "ours", [(0, 0, 1), (0, 5, 2), (1, 7, 1)])
 
 
 def test_real_initialisation_starts_from_training_digits(mnist):

@@ -49,6 +49,9 @@ def test_user_config_only_needs_changed_keys(tmp_path: Path):
     (["--set", "MODEL.dist_optimizer=lbfgs"], "MODEL.dist_optimizer = 'lbfgs' is out of range (sgd/adam)"),
     (["--set", "DISTILLATION.init=zeros"], "DISTILLATION.init = 'zeros' is out of range (noise/real/mean)"),
     (["--set", "DISTILLATION.outer_loop=0"], "DISTILLATION.outer_loop = 0 is out of range"),
+    (["--set", "MODEL.network=resnet"], "MODEL.network = 'resnet' is out of range (seed/convnet)"),
+    (["--set", "MODEL.network=convnet", "--set", "DISTILLATION.splat=true"], "needs --pytorch"),
+    (["--pytorch", "--set", "MODEL.network=convnet"], "DISTILLATION.splat=true"),
     (["--config", "/nonexistent/x.ini"], "cannot read config /nonexistent/x.ini"),
 ])
 def test_bad_settings_name_the_problem(argv, fragment):
