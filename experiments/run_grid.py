@@ -1,7 +1,8 @@
 """Run named grids of mnist_distill.py configurations, then regenerate the README's results table.
 
-    .venv/bin/python experiments/run_grid.py GRID [GRID ...] [--iterations N] [--eval-epochs E]
-                                             [--eval-models M] [--dry-run] [--table-only]
+    .venv/bin/python experiments/run_grid.py --all                  # every run of the README's table
+    .venv/bin/python experiments/run_grid.py GRID [GRID ...] [--only NAME ...] [--iterations N]
+                     [--eval-epochs E] [--eval-models M] [--eval-iterations LIST] [--dry-run] [--table-only]
 
 Each run writes its usual folder under experiments/runs/<grid>/. A run whose results.json exists (status
 completed or evaluated) with the same command line is skipped, so an interrupted grid is resumed by
@@ -16,6 +17,7 @@ import json
 import shlex
 import subprocess
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -28,6 +30,8 @@ DC = ["--set", "DISTILLATION.reinit_net=true", "--distance", "ours"]
 SPLAT = ["--set", "DISTILLATION.splat=true"]
 REAL_INIT = ["--set", "DISTILLATION.init=real"]
 ADAM = ["--set", "MODEL.dist_optimizer=adam", "--set", "MODEL.dist_lr=0.05"]
+# DC's ConvNet as the matching network, on the splatted grid; 64 real digits per class and match.
+CONVNET = ["--pytorch", "--set", "MODEL.network=convnet", *DC, *SPLAT, *ADAM, "--set", "MODEL.batch_size=64"]
 
 GRIDS: dict[str, dict[str, list[str]]] = {
     # Table 1 of the seed: network x depth, modmse, fixed random network, 1 cloud per class.
@@ -56,12 +60,56 @@ GRIDS: dict[str, dict[str, list[str]]] = {
         "me-dc-splat": ["--no-pytorch", *DC, *SPLAT],
         "me-dc": ["--no-pytorch", *DC],
     },
+    # Beyond the seed: gradients matched in the evaluation architecture (DC's ConvNet) on the splat.
+    "convnet": {
+        "meaninit": [*CONVNET, "--set", "DISTILLATION.init=mean"],
+        "realinit": [*CONVNET, *REAL_INIT],
+        "realinit-10": [*CONVNET, *REAL_INIT, "--clouds-per-class", "10"],
+    },
 }
 
 
-def command(grid: str, name: str, flags: list[str], budget: list[str]) -> list[str]:
+@dataclass(frozen=True)
+class Budget:
+    """Reduced budget of a grid call; None keeps the INI's default."""
+
+    iterations: int | None = None
+    eval_epochs: int | None = None
+    eval_models: int | None = None
+    eval_iterations: str = "0"  # with reduced iterations: evaluate at these (and always at the end)
+
+    def flags(self) -> list[str]:
+        out = []
+        for flag, value in (("--iterations", self.iterations), ("--eval-epochs", self.eval_epochs),
+                            ("--eval-models", self.eval_models)):
+            if value is not None:
+                out += [flag, str(value)]
+        if self.iterations is not None:
+            out += ["--set", f"DISTILLATION.eval_iterations={self.eval_iterations}"]
+        return out
+
+
+SHORT = Budget(100, 300, 3)
+MEDIUM = Budget(300, 300, 3)
+# The calls that made the README's table: (grid, names or None for all, budget). `--all` replays them; runs
+# already finished with the same command are skipped.
+PLAN: list[tuple[str, list[str] | None, Budget]] = [
+    ("baselines", None, MEDIUM),
+    ("seed-table1", ["me-d2", "pytorch-d3"], SHORT),
+    ("seed-table1", ["me-d2"], Budget(1000, 300, 3)),
+    ("seed-table2", ["me-ours"], SHORT),
+    ("beyond", ["me-dc-splat-realinit-adam", "me-dc-splat-meaninit-adam"], MEDIUM),
+]
+
+
+def command(grid: str, name: str, flags: list[str], budget: Budget) -> list[str]:
     return [sys.executable, "mnist_distill.py", "--exp", name, "--no-log",
-            "--set", f"DEFAULT.logging_parent={RUNS / grid}", *budget, *flags]
+            "--set", f"DEFAULT.logging_parent={RUNS / grid}", *budget.flags(), *flags]
+
+
+def command_line(cmd: list[str]) -> str:
+    """The command as recorded in results.json and the table: ``python``, paths relative to the repository."""
+    return shlex.join(["python", *cmd[1:]]).replace(str(ROOT) + "/", "")
 
 
 def finished(grid: str, name: str, cmdline: str) -> Path | None:
@@ -72,9 +120,9 @@ def finished(grid: str, name: str, cmdline: str) -> Path | None:
     return None
 
 
-def run(grid: str, name: str, flags: list[str], budget: list[str], dry_run: bool) -> None:
+def run(grid: str, name: str, flags: list[str], budget: Budget, dry_run: bool) -> None:
     cmd = command(grid, name, flags, budget)
-    cmdline = shlex.join(["python", *cmd[1:]]).replace(str(ROOT) + "/", "")
+    cmdline = command_line(cmd)
     if finished(grid, name, cmdline):
         print(f"[skip] {grid}/{name}: already done")
         return
@@ -121,26 +169,26 @@ def update_readme() -> None:
 
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("grids", nargs="*", choices=list(GRIDS), help=f"grids to run: {', '.join(GRIDS)}")
+    p.add_argument("grids", nargs="*", metavar="GRID", help=f"grids to run: {', '.join(GRIDS)}")
+    p.add_argument("--all", action="store_true", help="replay PLAN: every run of the README's table")
     p.add_argument("--iterations", type=int, help="budget: outer iterations (default: the INI's 2500)")
     p.add_argument("--eval-epochs", type=int, help="budget: epochs per evaluation model (default 1000)")
     p.add_argument("--eval-models", type=int, help="budget: evaluation models (default 5)")
+    p.add_argument("--eval-iterations", default="0", help="with --iterations: evaluate at these (default 0 and end)")
     p.add_argument("--only", nargs="*", default=None, help="run only these names of the grids")
     p.add_argument("--dry-run", action="store_true", help="print the commands, run nothing")
     p.add_argument("--table-only", action="store_true", help="only regenerate the README table")
     args = p.parse_args()
-    budget = []
-    for flag, value in (("--iterations", args.iterations), ("--eval-epochs", args.eval_epochs),
-                        ("--eval-models", args.eval_models)):
-        if value is not None:
-            budget += [flag, str(value)]
-    if args.iterations is not None:  # evaluate only at the end of reduced-budget runs
-        budget += ["--set", "DISTILLATION.eval_iterations=0"]
+    unknown = [g for g in args.grids if g not in GRIDS]
+    if unknown:
+        p.error(f"unknown grid {unknown[0]!r} (choose from {', '.join(GRIDS)})")
+    budget = Budget(args.iterations, args.eval_epochs, args.eval_models, args.eval_iterations)
+    calls = PLAN if args.all else [(grid, args.only, budget) for grid in args.grids]
     if not args.table_only:
-        for grid in args.grids:
+        for grid, names, call_budget in calls:
             for name, flags in GRIDS[grid].items():
-                if args.only is None or name in args.only:
-                    run(grid, name, flags, budget, args.dry_run)
+                if names is None or name in names:
+                    run(grid, name, flags, call_budget, args.dry_run)
     update_readme()
     return 0
 
