@@ -99,6 +99,9 @@ PLAN: list[tuple[str, list[str] | None, Budget]] = [
     ("seed-table1", ["me-d2"], Budget(1000, 300, 3)),
     ("seed-table2", ["me-ours"], SHORT),
     ("beyond", ["me-dc-splat-realinit-adam", "me-dc-splat-meaninit-adam"], MEDIUM),
+    ("convnet", ["meaninit", "realinit"], Budget(300, 300, 3, "0,100,200")),
+    # Its start is the random-real-10 baseline (same digits, same evaluation seed): evaluated at the end only.
+    ("convnet", ["realinit-10"], Budget(200, 300, 3, "200")),
 ]
 
 
