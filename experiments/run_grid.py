@@ -20,7 +20,14 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+import torch
+
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))  # run as a script from anywhere: the project's modules import from the root
+
+from dd3d.outputs import digit_grid, save_digit_grid  # noqa: E402
+from dd3d.pointsets import points_to_images  # noqa: E402
+
 RUNS = ROOT / "experiments" / "runs"
 README = ROOT / "README.md"
 START, END = "<!-- results:start -->", "<!-- results:end -->"
@@ -67,6 +74,11 @@ GRIDS: dict[str, dict[str, list[str]]] = {
         "realinit-10": [*CONVNET, *REAL_INIT, "--clouds-per-class", "10"],
     },
 }
+
+
+# The best synthetic sets, shown in the README: asset name -> (grid, run). Each is written from its run's
+# checkpoint (points, labels, settings, evaluations; no optimiser state) with its projected digit grid.
+ASSETS = {"mnist_1cpc_convnet": ("convnet", "meaninit"), "mnist_10cpc_convnet": ("convnet", "realinit-10")}
 
 
 @dataclass(frozen=True)
@@ -170,6 +182,21 @@ def update_readme() -> None:
     README.write_text(f"{head}{START}\n{table()}\n{END}{tail}")
 
 
+def export_assets() -> None:
+    """Refresh each asset from the newest completed run that still has its checkpoint (not in git)."""
+    for asset, (grid, name) in ASSETS.items():
+        done = [p.parent for p in sorted((RUNS / grid).glob(f"*_{name}/results.json"))
+                if json.loads(p.read_text()).get("status") == "completed" and (p.parent / "synthetic.pt").exists()]
+        if not done:
+            continue
+        state = torch.load(done[-1] / "synthetic.pt", map_location="cpu", weights_only=False)
+        small = {key: state[key] for key in ("points", "labels", "iteration", "settings", "evaluations")}
+        torch.save(small, ROOT / "assets" / f"{asset}.pt")
+        grid_image = digit_grid(points_to_images(small["points"]), small["labels"])
+        save_digit_grid(ROOT / "assets" / f"{asset}.png", grid_image)
+        print(f"[asset] assets/{asset}.pt and .png from {done[-1].relative_to(ROOT)}")
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("grids", nargs="*", metavar="GRID", help=f"grids to run: {', '.join(GRIDS)}")
@@ -192,6 +219,8 @@ def main() -> int:
             for name, flags in GRIDS[grid].items():
                 if names is None or name in names:
                     run(grid, name, flags, call_budget, args.dry_run)
+        if not args.dry_run:
+            export_assets()
     update_readme()
     return 0
 
