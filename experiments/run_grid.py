@@ -73,6 +73,11 @@ GRIDS: dict[str, dict[str, list[str]]] = {
         "realinit": [*CONVNET, *REAL_INIT],
         "realinit-10": [*CONVNET, *REAL_INIT, "--clouds-per-class", "10"],
     },
+    # The assets (best sets) under the default protocol: 5 fresh models x 1000 epochs.
+    "final": {
+        "1cpc-convnet": ["--eval-only", "assets/mnist_1cpc_convnet.pt"],
+        "10cpc-convnet": ["--eval-only", "assets/mnist_10cpc_convnet.pt"],
+    },
 }
 
 
@@ -114,6 +119,7 @@ PLAN: list[tuple[str, list[str] | None, Budget]] = [
     ("convnet", ["meaninit", "realinit"], Budget(300, 300, 3, "0,100,200")),
     # Its start is the random-real-10 baseline (same digits, same evaluation seed): evaluated at the end only.
     ("convnet", ["realinit-10"], Budget(200, 300, 3, "200")),
+    ("final", None, Budget()),
 ]
 
 
@@ -164,7 +170,7 @@ def table() -> str:
         if "command" not in r or r.get("status") not in ("completed", "evaluated"):
             continue
         s, final = r["settings"], r["evaluations"][-1]
-        iters = "–" if r["status"] == "evaluated" else str(r["iteration"])
+        iters = "–" if "baseline" in r else str(r["iteration"])  # --eval-only: the saved set's iteration
         spi = "–" if r["status"] == "evaluated" else f"{r['timings']['seconds_per_iteration']:.2f}"
         protocol = f"{s['eval_models']} × {s['eval_epochs']} ep" + (", aug. test" if s["augment_test"] else "")
         rows.append(f"| {path.parts[-3]} | {path.parent.name.split('_', 1)[1]} | "
@@ -219,8 +225,8 @@ def main() -> int:
             for name, flags in GRIDS[grid].items():
                 if names is None or name in names:
                     run(grid, name, flags, call_budget, args.dry_run)
-        if not args.dry_run:
-            export_assets()
+            if not args.dry_run:
+                export_assets()
     update_readme()
     return 0
 
