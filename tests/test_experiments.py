@@ -2,6 +2,7 @@
 
 import json
 
+from configs.settings import load_settings
 from experiments.run_grid import GRIDS, PLAN, RUNS, Budget, command, command_line, table
 
 
@@ -28,3 +29,10 @@ def test_reduced_budget_evaluates_only_where_asked():
     assert Budget(300, 300, 3).flags() == ["--iterations", "300", "--eval-epochs", "300", "--eval-models", "3",
                                            "--set", "DISTILLATION.eval_iterations=0"]
     assert Budget(eval_models=5).flags() == ["--eval-models", "5"]  # default iterations: the INI's evaluations
+
+
+def test_the_best_mode_config_is_the_planned_convnet_run():
+    budget = ["--iterations", "300"]
+    from_ini = load_settings(["--config", "configs/convnet.ini"])
+    from_grid = load_settings([*GRIDS["convnet"]["meaninit"], *budget])
+    assert from_ini == from_grid
