@@ -371,13 +371,16 @@ RESUMABLE_CHANGES = frozenset({
 })
 
 
+# Keys newer than some checkpoints: a checkpoint without one ran with this value (the earlier behaviour).
+KEYS_ADDED_LATER = {"network": "seed"}
+
+
 def check_resumable(saved: dict[str, Any], settings: Settings) -> None:
     """Raise SettingsError naming the first setting that differs in a way that would change the result."""
     current = settings.to_dict()
     for name, value in current.items():
         if name in RESUMABLE_CHANGES or name == "mode":
             continue
-        if name not in saved:  # a key added after the checkpoint was written; its default is the old behaviour
-            continue
-        if saved.get(name) != value:
-            raise SettingsError(f"cannot resume: {name} was {saved.get(name)!r} in the checkpoint, now {value!r}")
+        was = saved.get(name, KEYS_ADDED_LATER.get(name))
+        if was != value:
+            raise SettingsError(f"cannot resume: {name} was {was!r} in the checkpoint, now {value!r}")

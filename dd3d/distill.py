@@ -38,6 +38,9 @@ class StepStats:
 def build_network(settings: Settings, device: torch.device) -> tuple[nn.Module, Callable[[torch.Tensor], Any]]:
     """The distillation network and the function that turns points [B, N, 3] into its input.
 
+    ``network = convnet`` is DC's ConvNet (the evaluation architecture) on the dense splatted grid; otherwise
+    the seed's network of the chosen path, on the features-as-coordinates input or the splat.
+
     The MinkowskiEngine network is imported only here and only in its mode, so ``--pytorch`` runs
     without MinkowskiEngine installed (MinkowskiUnavailable otherwise).
     """

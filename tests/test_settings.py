@@ -2,7 +2,7 @@ from pathlib import Path
 
 import pytest
 
-from configs.settings import REPO_ROOT, SettingsError, load_settings
+from configs.settings import REPO_ROOT, SettingsError, check_resumable, load_settings
 from tests.conftest import run_cli
 
 
@@ -80,3 +80,12 @@ def test_cli_rejects_bad_input_with_one_line_and_writes_nothing(tmp_path: Path, 
     assert fragment in proc.stderr
     assert "Traceback" not in proc.stderr
     assert not runs.exists()
+
+
+def test_a_checkpoint_older_than_a_key_resumes_with_that_keys_old_default():
+    saved = load_settings(["--pytorch"]).to_dict()
+    del saved["network"]  # written before MODEL.network existed: it ran the seed's network
+    check_resumable(saved, load_settings(["--pytorch"]))
+    convnet = load_settings(["--pytorch", "--set", "MODEL.network=convnet", "--set", "DISTILLATION.splat=true"])
+    with pytest.raises(SettingsError, match="cannot resume: network was 'seed' in the checkpoint, now 'convnet'"):
+        check_resumable(saved, convnet)
