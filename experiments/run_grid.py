@@ -117,7 +117,7 @@ PLAN: list[tuple[str, list[str] | None, Budget]] = [
     # Table 2's modmse rows are Table 1's me-d2 and pytorch-d3 runs (the same settings).
     ("seed-table2", ["me-ours", "pytorch-ours"], SHORT),
     ("beyond", ["me-dc-splat-realinit-adam", "me-dc-splat-meaninit-adam"], MEDIUM),
-    ("convnet", ["meaninit"], Budget(300, 300, 3, "0,100,200")),
+    ("convnet", ["meaninit", "realinit"], Budget(300, 300, 3, "0,100,200")),
     # Its start is the random-real-10 baseline (same digits, same evaluation seed): evaluated at the end only.
     ("convnet", ["realinit-10"], Budget(200, 300, 3, "200")),
     ("final", None, Budget()),
