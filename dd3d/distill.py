@@ -49,7 +49,7 @@ def build_network(settings: Settings, device: torch.device) -> tuple[nn.Module, 
         from models.MEConv import create_dense_splat
         from models.MNIST import ConvNet
 
-        return ConvNet(channel=1, depth=settings.net_depth).to(device), create_dense_splat
+        return ConvNet(channel=channels, depth=settings.net_depth).to(device), create_dense_splat
     if settings.pytorch:
         from models.MEConv import MEPytorch, create_dense_batch, create_dense_splat
 

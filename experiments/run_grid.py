@@ -142,25 +142,27 @@ def finished(grid: str, name: str, cmdline: str) -> Path | None:
     return None
 
 
-def run(grid: str, name: str, flags: list[str], budget: Budget, dry_run: bool) -> None:
+def run(grid: str, name: str, flags: list[str], budget: Budget, dry_run: bool) -> bool:
+    """Run one configuration unless it is already done; True when a new run finished."""
     cmd = command(grid, name, flags, budget)
     cmdline = command_line(cmd)
     if finished(grid, name, cmdline):
         print(f"[skip] {grid}/{name}: already done")
-        return
+        return False
     print(f"[run] {cmdline}", flush=True)
     if dry_run:
-        return
+        return False
     proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
     if proc.returncode != 0:
         print(f"[fail] {grid}/{name} exited {proc.returncode}: {proc.stderr.strip().splitlines()[-1:]}")
-        return
+        return False
     run_dir = Path(proc.stdout.strip().splitlines()[-1].removeprefix("run folder: "))
     results = json.loads((run_dir / "results.json").read_text())
     results["command"] = cmdline
     (run_dir / "results.json").write_text(json.dumps(results, indent=2) + "\n")
     final = results["evaluations"][-1]
     print(f"[done] {grid}/{name}: {100 * final['mean']:.2f} +- {100 * final['std']:.2f} %")
+    return True
 
 
 def table() -> str:
@@ -223,10 +225,9 @@ def main() -> int:
     calls = PLAN if args.all else [(grid, args.only, budget) for grid in args.grids]
     if not args.table_only:
         for grid, names, call_budget in calls:
-            for name, flags in GRIDS[grid].items():
-                if names is None or name in names:
-                    run(grid, name, flags, call_budget, args.dry_run)
-            if not args.dry_run:
+            ran = [run(grid, name, flags, call_budget, args.dry_run)
+                   for name, flags in GRIDS[grid].items() if names is None or name in names]
+            if any(ran):  # before later calls: the final grid evaluates the refreshed assets
                 export_assets()
     update_readme()
     return 0
