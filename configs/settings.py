@@ -363,9 +363,11 @@ def load_settings(argv: Sequence[str] | None = None) -> Settings:
     return parse_command_line(argv)[0]
 
 
-# Settings a resumed run may change: they do not alter the synthetic set's trajectory.
+# Settings a resumed run may change: they do not alter the synthetic set's trajectory (dataset_dir: the same
+# MNIST wherever the clone keeps it).
 RESUMABLE_CHANGES = frozenset({
     "logging_parent", "experiment_name", "log", "device", "total_iterations", "save_cad_every", "eval_iterations",
+    "dataset_dir",
     "classifier_lr", "eval_models", "eval_epochs", "eval_batch_size", "eval_momentum", "eval_weight_decay",
     "augment", "augment_test", "test_size",
 })

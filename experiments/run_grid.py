@@ -6,8 +6,11 @@
 
 Each run writes its usual folder under experiments/runs/<grid>/. A run whose results.json exists (status
 completed or evaluated) with the same command line is skipped, so an interrupted grid is resumed by
-running the same command again. The table between the README's results markers is rebuilt from every
-results.json found under experiments/runs/, with the command line that produced it.
+running the same command again. A run not yet done continues (``--resume``) from the furthest checkpoint of
+its name whose settings differ only in what a resume may change (a shorter budget, an interrupted run);
+resuming is exact, so its results.json records the fresh command, plus ``resumed_from``. The table between
+the README's results markers is rebuilt from every results.json found under experiments/runs/, with the
+command line that produced it.
 """
 
 from __future__ import annotations
@@ -25,7 +28,8 @@ import torch
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))  # run as a script from anywhere: the project's modules import from the root
 
-from dd3d.outputs import digit_grid, save_digit_grid  # noqa: E402
+from configs.settings import SettingsError, check_resumable, load_settings  # noqa: E402
+from dd3d.outputs import CHECKPOINT_NAME, CheckpointError, digit_grid, load_checkpoint, save_digit_grid  # noqa: E402
 from dd3d.pointsets import points_to_images  # noqa: E402
 
 RUNS = ROOT / "experiments" / "runs"
@@ -114,6 +118,8 @@ PLAN: list[tuple[str, list[str] | None, Budget]] = [
     ("baselines", None, MEDIUM),
     ("seed-table1", None, SHORT),
     ("seed-table1", ["me-d2"], Budget(1000, 300, 3)),
+    # The headline configurations at the seed's full budget: each continues its shorter run above.
+    ("seed-table1", ["me-d2", "pytorch-d3"], Budget(2500, 300, 3)),
     # Table 2's modmse rows are Table 1's me-d2 and pytorch-d3 runs (the same settings).
     ("seed-table2", ["me-ours", "pytorch-ours"], SHORT),
     ("beyond", ["me-dc-splat-realinit-adam", "me-dc-splat-meaninit-adam"], MEDIUM),
@@ -129,9 +135,14 @@ def command(grid: str, name: str, flags: list[str], budget: Budget) -> list[str]
             "--set", f"DEFAULT.logging_parent={RUNS / grid}", *budget.flags(), *flags]
 
 
+def shown(text: str) -> str:
+    """Paths inside the repository written relative to it."""
+    return text.replace(str(ROOT) + "/", "")
+
+
 def command_line(cmd: list[str]) -> str:
     """The command as recorded in results.json and the table: ``python``, paths relative to the repository."""
-    return shlex.join(["python", *cmd[1:]]).replace(str(ROOT) + "/", "")
+    return shown(shlex.join(["python", *cmd[1:]]))
 
 
 def finished(grid: str, name: str, cmdline: str) -> Path | None:
@@ -142,6 +153,23 @@ def finished(grid: str, name: str, cmdline: str) -> Path | None:
     return None
 
 
+def resumable(grid: str, name: str, cmd: list[str]) -> Path | None:
+    """The run folder with the furthest checkpoint this command can continue exactly, if any."""
+    if "--eval-only" in cmd or "--baseline" in cmd:
+        return None
+    fresh = load_settings(cmd[2:])
+    best, best_iteration = None, 0
+    for path in sorted((RUNS / grid).glob(f"*_{name}/{CHECKPOINT_NAME}")):
+        try:
+            state = load_checkpoint(path)
+            check_resumable(state["settings"], fresh)
+        except (CheckpointError, SettingsError):
+            continue
+        if best_iteration < int(state["iteration"]) < fresh.total_iterations:
+            best, best_iteration = path.parent, int(state["iteration"])
+    return best
+
+
 def run(grid: str, name: str, flags: list[str], budget: Budget, dry_run: bool) -> bool:
     """Run one configuration unless it is already done; True when a new run finished."""
     cmd = command(grid, name, flags, budget)
@@ -149,10 +177,12 @@ def run(grid: str, name: str, flags: list[str], budget: Budget, dry_run: bool) -
     if finished(grid, name, cmdline):
         print(f"[skip] {grid}/{name}: already done")
         return False
-    print(f"[run] {cmdline}", flush=True)
+    start = resumable(grid, name, cmd)
+    print(f"[run] {cmdline}" + (f" (continues {shown(str(start))})" if start else ""), flush=True)
     if dry_run:
         return False
-    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
+    proc = subprocess.run([*cmd, "--resume", str(start)] if start else cmd, cwd=ROOT, capture_output=True,
+                          text=True)
     if proc.returncode != 0:
         print(f"[fail] {grid}/{name} exited {proc.returncode}: {proc.stderr.strip().splitlines()[-1:]}")
         return False

@@ -3,7 +3,9 @@
 import json
 
 from configs.settings import load_settings
+from experiments import run_grid
 from experiments.run_grid import GRIDS, PLAN, RUNS, Budget, command, command_line, table
+from tests.conftest import TINY, run_cli
 
 
 def plan_command_lines() -> set[str]:
@@ -11,8 +13,14 @@ def plan_command_lines() -> set[str]:
             for grid, names, budget in PLAN for name, flags in GRIDS[grid].items() if names is None or name in names}
 
 
-def test_every_committed_result_is_a_run_of_the_plan():
+def finished_results() -> list[dict]:
+    """The results the table shows (an interrupted run, kept to be continued, is not one)."""
     results = [json.loads(p.read_text()) for p in RUNS.glob("*/*/results.json")]
+    return [r for r in results if r["status"] in ("completed", "evaluated")]
+
+
+def test_every_committed_result_is_a_run_of_the_plan():
+    results = finished_results()
     assert results, "no committed results under experiments/runs"
     planned = plan_command_lines()
     missing = [r["command"] for r in results if r["command"] not in planned]
@@ -21,7 +29,7 @@ def test_every_committed_result_is_a_run_of_the_plan():
 
 def test_table_has_one_row_per_result_with_its_command():
     rows = table().splitlines()[2:]
-    assert len(rows) == len(list(RUNS.glob("*/*/results.json")))
+    assert len(rows) == len(finished_results())
     assert all(row.count("`python mnist_distill.py ") == 1 for row in rows)
 
 
@@ -36,3 +44,22 @@ def test_the_best_mode_config_is_the_planned_convnet_run():
     from_ini = load_settings(["--config", "configs/convnet.ini"])
     from_grid = load_settings([*GRIDS["convnet"]["meaninit"], *budget])
     assert from_ini == from_grid
+
+
+def test_a_longer_budget_continues_the_shorter_run(tmp_path, monkeypatch):
+    flags = ["--pytorch", *TINY[TINY.index("--eval-epochs"):]]  # TINY without its --iterations
+    first = run_cli(["--exp", "tiny", *flags, "--iterations", "3"], tmp_path / "g")
+    assert first.returncode == 0, first.stderr
+    monkeypatch.setattr(run_grid, "RUNS", tmp_path)
+    shorter = next((tmp_path / "g").glob("*_tiny"))
+    longer = Budget(5, 5, 2)
+    assert run_grid.resumable("g", "tiny", command("g", "tiny", flags, longer)) == shorter
+    assert run_grid.resumable("g", "tiny", command("g", "tiny", flags, Budget(3, 5, 2))) is None  # nothing to add
+    other = [*flags, "--distance", "ours"]  # a different trajectory: cannot continue
+    assert run_grid.resumable("g", "tiny", command("g", "tiny", other, longer)) is None
+
+    assert run_grid.run("g", "tiny", flags, longer, dry_run=False)
+    done = run_grid.finished("g", "tiny", command_line(command("g", "tiny", flags, longer)))
+    results = json.loads(done.read_text())
+    assert results["iteration"] == 5 and results["resumed_from"] == str(shorter)
+    assert [e["iteration"] for e in results["evaluations"]] == [0, 3, 5]  # 0 and 3 from the shorter run

@@ -89,3 +89,11 @@ def test_a_checkpoint_older_than_a_key_resumes_with_that_keys_old_default():
     convnet = load_settings(["--pytorch", "--set", "MODEL.network=convnet", "--set", "DISTILLATION.splat=true"])
     with pytest.raises(SettingsError, match="cannot resume: network was 'seed' in the checkpoint, now 'convnet'"):
         check_resumable(saved, convnet)
+
+
+def test_a_checkpoint_resumes_in_another_clone_but_not_with_another_trajectory():
+    saved = load_settings(["--pytorch"]).to_dict()
+    saved["dataset_dir"] = "/elsewhere/data/mnist"  # the same MNIST, prepared by another clone
+    check_resumable(saved, load_settings(["--pytorch", "--iterations", "5000"]))
+    with pytest.raises(SettingsError, match="cannot resume: threshold was 75"):
+        check_resumable(saved, load_settings(["--pytorch", "--set", "MNIST.threshold=100"]))
