@@ -18,6 +18,7 @@ DEPTHS = (2, 3, 4)
 INITS = ("noise", "real", "mean")
 OPTIMIZERS = ("sgd", "adam")
 NETWORKS = ("seed", "convnet")
+MATCHED_LAYERS = ("all", "head")
 BASELINES = ("random-real", "class-mean")
 
 
@@ -50,6 +51,7 @@ class Settings:
     save_cad_every: int
     eval_iterations: tuple[int, ...]
     init: str
+    matched_layers: str
     splat: bool
     reinit_net: bool
     outer_loop: int
@@ -114,6 +116,7 @@ SCHEMA: dict[str, dict[str, tuple[str, str]]] = {
         "save_cad_every": ("save_cad_every", _INT),
         "eval_iterations": ("eval_iterations", _RAW),
         "init": ("init", _STR),
+        "matched_layers": ("matched_layers", _STR),
         "splat": ("splat", _BOOL),
         "reinit_net": ("reinit_net", _BOOL),
         "outer_loop": ("outer_loop", _INT),
@@ -296,6 +299,8 @@ def _validate(s: Settings) -> None:
     check(s.inner_loop >= 0, "DISTILLATION", "inner_loop", s.inner_loop, ">= 0")
     check(s.net_lr > 0, "DISTILLATION", "net_lr", s.net_lr, "> 0")
     check(s.init in INITS, "DISTILLATION", "init", s.init, "/".join(INITS))
+    check(s.matched_layers in MATCHED_LAYERS, "DISTILLATION", "matched_layers", s.matched_layers,
+          "/".join(MATCHED_LAYERS))
     check(0 <= s.threshold <= 255, "MNIST", "threshold", s.threshold, "0-255")
     check(s.eval_models >= 1, "EVALUATION", "models", s.eval_models, ">= 1")
     check(s.eval_epochs >= 1, "EVALUATION", "epochs", s.eval_epochs, ">= 1")
@@ -374,7 +379,7 @@ RESUMABLE_CHANGES = frozenset({
 
 
 # Keys newer than some checkpoints: a checkpoint without one ran with this value (the earlier behaviour).
-KEYS_ADDED_LATER = {"network": "seed"}
+KEYS_ADDED_LATER = {"network": "seed", "matched_layers": "all"}
 
 
 def check_resumable(saved: dict[str, Any], settings: Settings) -> None:

@@ -86,12 +86,14 @@ class Distiller:
         self.optimizer = (torch.optim.Adam([self.points], lr=settings.dist_lr) if settings.dist_optimizer == "adam"
                           else torch.optim.SGD([self.points], lr=settings.dist_lr, momentum=settings.dist_momentum))
         self.params = [p for p in net.parameters() if p.requires_grad]
+        self.matched = list(net.classifier.parameters()) if settings.matched_layers == "head" else self.params
 
     def class_gradients(self, points: torch.Tensor, c: int, create_graph: bool) -> tuple[torch.Tensor, ...]:
-        """Gradients of the network's cross-entropy on ``points`` (all of class ``c``) w.r.t. its parameters."""
+        """Gradients of the network's cross-entropy on ``points`` (all of class ``c``) w.r.t. the matched
+        parameters."""
         logits = self.net(self.to_input(points))
         target = torch.full((len(points),), c, dtype=torch.long, device=self.device)
-        return torch.autograd.grad(F.cross_entropy(logits, target), self.params, create_graph=create_graph)
+        return torch.autograd.grad(F.cross_entropy(logits, target), self.matched, create_graph=create_graph)
 
     def match_and_update(self) -> tuple[list[float], float]:
         """One gradient match over all classes and one SGD step on the coordinates."""

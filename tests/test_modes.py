@@ -104,6 +104,27 @@ def test_inner_loop_trains_the_network_between_matches(mnist):
     assert not torch.equal(d.net.classifier.weight, w0)
 
 
+def test_head_only_matching_is_full_matching_with_constant_convolution_gradients(mnist):
+    """The seed's ME path: convolution gradients without a graph, so only the classifier's term moves points."""
+    d = small_distiller(mnist, "--set", "DISTILLATION.matched_layers=head")
+    head = list(d.net.classifier.parameters())
+    assert [g.shape for g in d.class_gradients(d.points[:1], 0, False)] == [p.shape for p in head]
+    real = d.real.sample(0, 8, torch.Generator().manual_seed(1))
+
+    def point_gradient(gw_syn, gw_real):
+        return torch.autograd.grad(match_loss(gw_syn, gw_real, "modmse"), d.points, retain_graph=True)[0]
+
+    target = torch.zeros(8, dtype=torch.long)
+    gw_real = torch.autograd.grad(F.cross_entropy(d.net(d.to_input(real)), target), d.params)
+    gw_syn = torch.autograd.grad(F.cross_entropy(d.net(d.to_input(d.points[:1])), target[:1]), d.params,
+                                 create_graph=True)
+    seed_like = [g if any(p is h for h in head) else g.detach() for g, p in zip(gw_syn, d.params, strict=True)]
+    expected = point_gradient(seed_like, gw_real)
+    got = point_gradient(d.class_gradients(d.points[:1], 0, True), d.class_gradients(real, 0, False))
+    assert got.abs().sum() > 0 and torch.allclose(got, expected, rtol=1e-5, atol=1e-8)
+    assert not torch.allclose(got, point_gradient(gw_syn, gw_real), rtol=1e-3)  # full matching differs
+
+
 def test_convnet_matches_in_the_evaluation_architecture_on_the_splat(mnist):
     d = small_distiller(mnist, "--set", "MODEL.network=convnet", "--set", "DISTILLATION.splat=true",
                         "--set", "DISTILLATION.reinit_net=true", "--set", "DISTILLATION.init=mean",

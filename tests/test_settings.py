@@ -50,6 +50,7 @@ def test_user_config_only_needs_changed_keys(tmp_path: Path):
     (["--set", "DISTILLATION.init=zeros"], "DISTILLATION.init = 'zeros' is out of range (noise/real/mean)"),
     (["--set", "DISTILLATION.outer_loop=0"], "DISTILLATION.outer_loop = 0 is out of range"),
     (["--set", "MODEL.network=resnet"], "MODEL.network = 'resnet' is out of range (seed/convnet)"),
+    (["--set", "DISTILLATION.matched_layers=conv"], "DISTILLATION.matched_layers = 'conv' is out of range (all/head)"),
     (["--set", "MODEL.network=convnet", "--set", "DISTILLATION.splat=true"], "needs --pytorch"),
     (["--pytorch", "--set", "MODEL.network=convnet"], "DISTILLATION.splat=true"),
     (["--config", "/nonexistent/x.ini"], "cannot read config /nonexistent/x.ini"),
