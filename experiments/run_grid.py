@@ -129,7 +129,7 @@ PLAN: list[tuple[str, list[str] | None, Budget]] = [
     ("seed-table1", ["me-d2", "pytorch-d3"], Budget(2500, 300, 3)),
     # Table 2's modmse rows are Table 1's me-d2 and pytorch-d3 runs (the same settings).
     ("seed-table2", ["me-ours", "pytorch-ours"], SHORT),
-    ("seed-head", ["me-d2"], SHORT),
+    ("seed-head", None, SHORT),
     ("beyond", ["me-dc-splat-realinit-adam", "me-dc-splat-meaninit-adam"], MEDIUM),
     ("convnet", ["meaninit", "realinit"], Budget(300, 300, 3, "0,100,200")),
     # Its start is the random-real-10 baseline (same digits, same evaluation seed): evaluated at the end only.
