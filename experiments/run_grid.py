@@ -31,6 +31,7 @@ sys.path.insert(0, str(ROOT))  # run as a script from anywhere: the project's mo
 from configs.settings import SettingsError, check_resumable, load_settings  # noqa: E402
 from dd3d.outputs import CHECKPOINT_NAME, CheckpointError, digit_grid, load_checkpoint, save_digit_grid  # noqa: E402
 from dd3d.pointsets import points_to_images  # noqa: E402
+from mnist_distill import EXIT_INTERRUPTED  # noqa: E402
 
 RUNS = ROOT / "experiments" / "runs"
 README = ROOT / "README.md"
@@ -191,6 +192,9 @@ def run(grid: str, name: str, flags: list[str], budget: Budget, dry_run: bool) -
         return False
     proc = subprocess.run([*cmd, "--resume", str(start)] if start else cmd, cwd=ROOT, capture_output=True,
                           text=True)
+    if proc.returncode == EXIT_INTERRUPTED:
+        print(f"[stopped] {grid}/{name} at its last checkpoint: the same command continues it")
+        return False
     if proc.returncode != 0:
         print(f"[fail] {grid}/{name} exited {proc.returncode}: {proc.stderr.strip().splitlines()[-1:]}")
         return False
