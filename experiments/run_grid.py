@@ -154,12 +154,15 @@ def command_line(cmd: list[str]) -> str:
     return shown(shlex.join(["python", *cmd[1:]]))
 
 
+def finished_runs(grid: str = "*", name: str = "*") -> list[tuple[Path, dict]]:
+    """(run folder, results) of every run that completed or was evaluated, oldest first; not interrupted ones."""
+    runs = [(path.parent, json.loads(path.read_text())) for path in sorted(RUNS.glob(f"{grid}/*_{name}/results.json"))]
+    return [(folder, results) for folder, results in runs if results.get("status") in ("completed", "evaluated")]
+
+
 def finished(grid: str, name: str, cmdline: str) -> Path | None:
-    for path in sorted((RUNS / grid).glob(f"*_{name}/results.json")):
-        results = json.loads(path.read_text())
-        if results.get("status") in ("completed", "evaluated") and results.get("command") == cmdline:
-            return path
-    return None
+    return next((folder / "results.json" for folder, results in finished_runs(grid, name)
+                 if results.get("command") == cmdline), None)
 
 
 def resumable(grid: str, name: str, cmd: list[str]) -> Path | None:
@@ -210,15 +213,14 @@ def run(grid: str, name: str, flags: list[str], budget: Budget, dry_run: bool) -
 def table() -> str:
     rows = ["| grid | run | test accuracy (%) | iterations | evaluation | s / iteration | command |",
             "| --- | --- | --- | --- | --- | --- | --- |"]
-    for path in sorted(RUNS.glob("*/*/results.json")):
-        r = json.loads(path.read_text())
-        if "command" not in r or r.get("status") not in ("completed", "evaluated"):
+    for folder, r in finished_runs():
+        if "command" not in r:
             continue
         s, final = r["settings"], r["evaluations"][-1]
         iters = "–" if "baseline" in r else str(r["iteration"])  # --eval-only: the saved set's iteration
         spi = "–" if r["status"] == "evaluated" else f"{r['timings']['seconds_per_iteration']:.2f}"
         protocol = f"{s['eval_models']} × {s['eval_epochs']} ep" + (", aug. test" if s["augment_test"] else "")
-        rows.append(f"| {path.parts[-3]} | {path.parent.name.split('_', 1)[1]} | "
+        rows.append(f"| {folder.parent.name} | {folder.name.split('_', 1)[1]} | "
                     f"{100 * final['mean']:.2f} ± {100 * final['std']:.2f} | {iters} | {protocol} | {spi} | "
                     f"`{r['command']}` |")
     return "\n".join(rows)
@@ -236,11 +238,11 @@ def update_readme() -> None:
 def export_assets() -> None:
     """Refresh each asset from the newest completed run that still has its checkpoint (not in git)."""
     for asset, (grid, name) in ASSETS.items():
-        done = [p.parent for p in sorted((RUNS / grid).glob(f"*_{name}/results.json"))
-                if json.loads(p.read_text()).get("status") == "completed" and (p.parent / "synthetic.pt").exists()]
+        done = [folder for folder, results in finished_runs(grid, name)
+                if results["status"] == "completed" and (folder / CHECKPOINT_NAME).exists()]
         if not done:
             continue
-        state = torch.load(done[-1] / "synthetic.pt", map_location="cpu", weights_only=False)
+        state = torch.load(done[-1] / CHECKPOINT_NAME, map_location="cpu", weights_only=False)
         small = {key: state[key] for key in ("points", "labels", "iteration", "settings", "evaluations")}
         torch.save(small, ROOT / "assets" / f"{asset}.pt")
         grid_image = digit_grid(points_to_images(small["points"]), small["labels"])

@@ -4,7 +4,7 @@ import json
 
 from configs.settings import load_settings
 from experiments import run_grid
-from experiments.run_grid import GRIDS, PLAN, RUNS, Budget, command, command_line, table
+from experiments.run_grid import GRIDS, PLAN, Budget, command, command_line, table
 from tests.conftest import TINY, run_cli
 
 
@@ -13,14 +13,8 @@ def plan_command_lines() -> set[str]:
             for grid, names, budget in PLAN for name, flags in GRIDS[grid].items() if names is None or name in names}
 
 
-def finished_results() -> list[dict]:
-    """The results the table shows (an interrupted run, kept to be continued, is not one)."""
-    results = [json.loads(p.read_text()) for p in RUNS.glob("*/*/results.json")]
-    return [r for r in results if r["status"] in ("completed", "evaluated")]
-
-
 def test_every_committed_result_is_a_run_of_the_plan():
-    results = finished_results()
+    results = [r for _, r in run_grid.finished_runs()]  # an interrupted run, kept to be continued, is not one
     assert results, "no committed results under experiments/runs"
     planned = plan_command_lines()
     missing = [r["command"] for r in results if r["command"] not in planned]
@@ -29,7 +23,7 @@ def test_every_committed_result_is_a_run_of_the_plan():
 
 def test_table_has_one_row_per_result_with_its_command():
     rows = table().splitlines()[2:]
-    assert len(rows) == len(finished_results())
+    assert len(rows) == len(run_grid.finished_runs())
     assert all(row.count("`python mnist_distill.py ") == 1 for row in rows)
 
 
