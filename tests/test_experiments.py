@@ -2,6 +2,8 @@
 
 import json
 
+import torch
+
 from configs.settings import load_settings
 from experiments import run_grid
 from experiments.run_grid import GRIDS, PLAN, Budget, command, command_line, table
@@ -57,3 +59,11 @@ def test_a_longer_budget_continues_the_shorter_run(tmp_path, monkeypatch):
     results = json.loads(done.read_text())
     assert results["iteration"] == 5 and results["resumed_from"] == str(shorter)
     assert [e["iteration"] for e in results["evaluations"]] == [0, 3, 5]  # 0 and 3 from the shorter run
+
+    # The asset stays the pinned set (the one `final` evaluated), not the newer, longer run of the same name.
+    monkeypatch.setattr(run_grid, "ROOT", tmp_path)
+    monkeypatch.setattr(run_grid, "ASSETS", {"tiny": ("g", "tiny", 3)})
+    (tmp_path / "assets").mkdir()
+    run_grid.export_assets()
+    asset = torch.load(tmp_path / "assets" / "tiny.pt", weights_only=False)
+    assert asset["iteration"] == 3 and (tmp_path / "assets" / "tiny.png").exists()
