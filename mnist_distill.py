@@ -86,7 +86,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             points, iteration = baseline_set(invocation.baseline, real, settings), 0
             labels = torch.arange(10).repeat_interleave(settings.cad_per_class)
         else:
+            # `mode` in results.json is this command's; the set's own mode is in its checkpoint.
             record.extra["evaluated"] = str(invocation.eval_only)
+            record.extra["distilled_mode"] = saved["settings"].get("mode")
             points, labels, iteration = saved["points"], saved["labels"], int(saved.get("iteration", 0))
         evaluate(points.to(device), labels, iteration)
         record.save(iteration, {"points": points, "labels": labels})

@@ -77,6 +77,7 @@ def test_eval_only_evaluates_a_saved_set(tmp_path, finished_run):
     assert proc.returncode == 0, proc.stderr
     results = json.loads((only_run_dir(runs) / "results.json").read_text())
     assert results["status"] == "evaluated" and results["evaluated"] == str(finished_run)
+    assert results["distilled_mode"] == "pytorch"  # the saved set's mode, not this (ME) command's
     assert len(results["evaluations"]) == 1 and len(results["evaluations"][0]["accuracies"]) == 1
 
 
