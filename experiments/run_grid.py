@@ -248,7 +248,7 @@ def export_assets() -> None:
                 and (folder / CHECKPOINT_NAME).exists()]
         if not done:
             continue
-        state = torch.load(done[-1] / CHECKPOINT_NAME, map_location="cpu", weights_only=False)
+        state = load_checkpoint(done[-1])
         small = {key: state[key] for key in ("points", "labels", "iteration", "settings", "evaluations")}
         torch.save(small, ROOT / "assets" / f"{asset}.pt")
         grid_image = digit_grid(points_to_images(small["points"]), small["labels"])
