@@ -21,17 +21,20 @@ from dd3d.mnist import DataError, load_mnist
 from dd3d.outputs import (
     LOG,
     CheckpointError,
+    OutputError,
     RunRecord,
+    check_creatable_dir,
     create_run_dir,
     load_checkpoint,
     make_logger,
+    restore_checkpoint,
     setup_console_logging,
 )
 from dd3d.pointsets import RealClouds, binarize, occupancy_to_images, points_to_images
 from dd3d.runtime import StopRequest, resolve_device, seed_everything
 from models.minkowski import MinkowskiUnavailable
 
-EXIT_BAD_INPUT, EXIT_DIVERGED, EXIT_INTERRUPTED = 2, 3, 130
+EXIT_BAD_INPUT, EXIT_DIVERGED, EXIT_WRITE_FAILED, EXIT_INTERRUPTED = 2, 3, 4, 130
 
 
 def baseline_set(name: str, real: RealClouds, settings: Settings) -> torch.Tensor:
@@ -39,12 +42,33 @@ def baseline_set(name: str, real: RealClouds, settings: Settings) -> torch.Tenso
     generator = torch.Generator().manual_seed(settings.seed)
     if name == "random-real":
         return real.per_class(settings.cad_per_class, generator)
+    if name == "herding":
+        return real.herding(settings.cad_per_class)
     return real.class_means(settings.cad_per_class, generator)
 
 
+def one_line(error: Exception) -> str:
+    # Messages are one line by design; a path typed with a newline in it must not break that.
+    return str(error).replace("\n", "\\n")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    """Exit status: 0 done, 2 bad input (nothing written), 3 diverged, 4 a write failed, 130 interrupted."""
+    try:
+        return run(argv)
+    except OutputError as e:  # mid-run, e.g. disk full: every file is written atomically, so none is half-written
+        print(f"error: {one_line(e)}; the files written before it, the last checkpoint included, are intact",
+              file=sys.stderr)
+        return EXIT_WRITE_FAILED
+    except KeyboardInterrupt:  # a second Ctrl-C, or one before the run folder exists
+        print("error: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+
+
+def run(argv: Sequence[str] | None = None) -> int:
     setup_console_logging()
-    # Everything that can fail on bad input happens before the run folder exists.
+    # Everything that can fail on bad input happens before the run folder exists, and creating it is the last
+    # step of this block: a refused command leaves nothing behind.
     try:
         # With --resume the checkpoint is read once: its settings become the base of the new ones.
         resumed: dict[str, dict] = {}
@@ -54,13 +78,20 @@ def main(argv: Sequence[str] | None = None) -> int:
                                          if invocation.eval_only else None)
         if invocation.resume:
             check_resumable(saved["settings"], settings)
+        if settings.distillation_checkpoint_dir is not None:
+            check_creatable_dir(settings.distillation_checkpoint_dir, "DISTILLATION.distillation_checkpoint_dir")
         device = resolve_device(settings.device)
         data = load_mnist(settings.dataset_dir)
         seed_everything(settings.seed)
         distilling = not (invocation.eval_only or invocation.baseline)
-        net, to_input = build_network(settings, device) if distilling else (None, None)
-    except (SettingsError, DataError, MinkowskiUnavailable, CheckpointError) as e:
-        print(f"error: {e}", file=sys.stderr)
+        real = RealClouds(data.train_images, data.train_labels, settings.threshold, settings.num_points)
+        distiller = Distiller(*build_network(settings, device), real, settings, device,
+                              torch.Generator().manual_seed(settings.seed)) if distilling else None
+        if invocation.resume:
+            restore_checkpoint(distiller, saved, invocation.resume, settings.total_iterations)
+        run_dir = create_run_dir(settings.logging_parent, settings.experiment_name)
+    except (SettingsError, DataError, MinkowskiUnavailable, CheckpointError, OutputError) as e:
+        print(f"error: {one_line(e)}", file=sys.stderr)
         return EXIT_BAD_INPUT
 
     # Data -> point sets: real digits as capped clouds; test digits binarised the same way.
@@ -74,11 +105,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                               seed=settings.seed * 100_003 + iteration)
         record.add_evaluation(iteration, images, labels, result, time.perf_counter() - start)
 
-    run_dir = create_run_dir(settings.logging_parent, settings.experiment_name)
     logger = make_logger(run_dir, settings.log)
     logger.text("settings", "```\n" + json.dumps(settings.to_dict(), indent=2) + "\n```")
 
-    real = RealClouds(data.train_images, data.train_labels, settings.threshold, settings.num_points)
     if not distilling:  # evaluate a saved synthetic set, or a baseline made of real digits, with this protocol
         record = RunRecord(run_dir, settings, logger)
         if invocation.baseline:
@@ -88,18 +117,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         else:
             # `mode` in results.json is this command's; the set's own mode is in its checkpoint.
             record.extra["evaluated"] = str(invocation.eval_only)
-            record.extra["distilled_mode"] = saved["settings"].get("mode")
+            record.extra["distilled_mode"] = saved.get("settings", {}).get("mode")
             points, labels, iteration = saved["points"], saved["labels"], int(saved.get("iteration", 0))
-        evaluate(points.to(device), labels, iteration)
+        with StopRequest() as stop, stop.abortable():  # Ctrl-C stops the evaluation at once
+            evaluate(points.to(device), labels, iteration)
         record.save(iteration, {"points": points, "labels": labels})
-        print(f"run folder: {record.finish('evaluated', iteration)}")
-        return 0
+        print(f"run folder: {record.finish('interrupted' if stop.requested else 'evaluated', iteration)}")
+        return EXIT_INTERRUPTED if stop.requested else 0
 
-    distiller = Distiller(net, to_input, real, settings, device, torch.Generator().manual_seed(settings.seed))
     record = RunRecord(run_dir, settings, logger, previous=saved)
     start_iteration = 0
     if saved is not None:
-        distiller.load_state_dict(saved)
         start_iteration = int(saved["iteration"])
         record.extra["resumed_from"] = str(invocation.resume)
     LOG.info("dd3d: %s path, depth %d, %s distance, 10 x %d clouds of %d points, iterations %d-%d on %s",
@@ -112,7 +140,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         bar = tqdm(range(start_iteration, total + 1), desc="distilling", unit="it", disable=None)
         for iteration in bar:
             if not stop.requested and iteration in settings.eval_iterations and not record.evaluated(iteration):
-                evaluate(distiller.points, distiller.labels, iteration)
+                with stop.abortable():  # Ctrl-C stops an evaluation at once; a resume redoes it
+                    evaluate(distiller.points, distiller.labels, iteration)
             if stop.requested or iteration == total or (
                     settings.save_cad_every and iteration % settings.save_cad_every == 0):
                 record.save(iteration, distiller.state_dict())

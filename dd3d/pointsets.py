@@ -6,6 +6,8 @@ point belongs to voxel floor(point).
 
 from __future__ import annotations
 
+import math
+
 import torch
 
 IMAGE_SIZE = 28
@@ -90,11 +92,38 @@ class RealClouds:
         return class_mean_clouds(self.occupancy, self.labels, self.num_points, k, generator,
                                  len(self.class_indices))
 
+    def herding(self, k: int) -> torch.Tensor:
+        """``k`` digits per class chosen by herding, class-major: [10 * k, num_points, 3] (a baseline)."""
+        picks = [herding_select(self.occupancy[idx].flatten(1).float(), k) for idx in self.class_indices]
+        chosen = torch.cat([idx[p] for idx, p in zip(self.class_indices, picks, strict=True)])
+        return pixel_indices_to_points(self.pixel_idx[chosen])
+
     def sample(self, c: int, n: int, generator: torch.Generator) -> torch.Tensor:
         """``n`` random digits of class ``c`` (without replacement) as points [n, num_points, 3]."""
         pool = self.class_indices[c]
         pick = pool[torch.randperm(len(pool), generator=generator)[:n]]
         return pixel_indices_to_points(self.pixel_idx[pick])
+
+
+def herding_select(features: torch.Tensor, k: int) -> torch.Tensor:
+    """Indices of ``k`` rows chosen greedily so that the running mean of the chosen rows stays closest to the
+    mean of all rows (herding, Welling 2009; DC's coreset baseline). Deterministic; no row twice.
+
+    Here the features are the binarised pixels themselves: no trained embedding is involved.
+    """
+    mean = features.mean(0)
+    chosen: list[int] = []
+    total = torch.zeros_like(mean)
+    available = torch.ones(len(features), dtype=torch.bool)
+    for step in range(1, k + 1):
+        # Distance of the new running mean (total + x) / step to the mean, for every candidate x.
+        gap = ((total + features) / step - mean).square().sum(1)
+        gap[~available] = float("inf")
+        i = int(gap.argmin())
+        chosen.append(i)
+        available[i] = False
+        total += features[i]
+    return torch.tensor(chosen, dtype=torch.long)
 
 
 def class_mean_clouds(occupancy: torch.Tensor, labels: torch.Tensor, num_points: int, per_class: int,
@@ -132,3 +161,38 @@ def bilinear_corners(points: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 SPLAT_LOW, SPLAT_HIGH = 0.5, IMAGE_SIZE - 0.5
+
+
+MATCH_SHIFT_PX, MATCH_SCALE, MATCH_ROTATE_DEG = 4.0, 1.2, 15.0
+
+
+def random_planar_transform(generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """One of shift / scale / rotate drawn at random (DSA's single-transform mode, without colour or cutout,
+    which binary points do not have, and without flips, which digits must not get).
+
+    Returns (A [2, 2], t [2]) acting on (row, col) about the image centre: p' = A (p - c) + c + t. Shift up to
+    4 px per axis, scale in [1/1.2, 1.2] per axis, rotation up to 15 degrees: DSA's MNIST ranges.
+    """
+    kind = int(torch.randint(0, 3, (1,), generator=generator))
+    u = torch.rand(2, generator=generator)
+    a, t = torch.eye(2), torch.zeros(2)
+    if kind == 0:
+        t = (u * 2 - 1) * MATCH_SHIFT_PX
+    elif kind == 1:
+        a = torch.diag(u * (MATCH_SCALE - 1 / MATCH_SCALE) + 1 / MATCH_SCALE)
+    else:
+        angle = (u[0] * 2 - 1) * math.radians(MATCH_ROTATE_DEG)
+        cos, sin = math.cos(angle), math.sin(angle)
+        a = torch.tensor([[cos, -sin], [sin, cos]])
+    return a, t
+
+
+def transform_points(points: torch.Tensor, a: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+    """Points [..., N, 3] with (row, col) mapped by ``random_planar_transform``'s (A, t); depth kept.
+
+    Differentiable in the points, so the same draw applied to a real batch and to the synthetic clouds keeps
+    the gradient match exact (DSA's Siamese augmentation); points moved off the grid fall out of the input.
+    """
+    centre = IMAGE_SIZE / 2
+    planar = (points[..., 1:] - centre) @ a.to(points).T + centre + t.to(points)
+    return torch.cat([points[..., :1], planar], dim=-1)

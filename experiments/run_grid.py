@@ -37,47 +37,54 @@ RUNS = ROOT / "experiments" / "runs"
 README = ROOT / "README.md"
 START, END = "<!-- results:start -->", "<!-- results:end -->"
 
-SEED_PROTOCOL = ["--set", "EVALUATION.augment_test=true"]  # the seed's figures were on augmented test digits
+# The seed's method (configs/seed.ini: also its protocol, augmented test digits). The grids made before the
+# default configuration changed ran on the seed's settings with DC's clean test digits: SEED_CLEAN_TEST.
+SEED = ["--config", "configs/seed.ini"]
+SEED_CLEAN_TEST = [*SEED, "--set", "EVALUATION.augment_test=false"]
 DC = ["--set", "DISTILLATION.reinit_net=true", "--distance", "ours"]
 SPLAT = ["--set", "DISTILLATION.splat=true"]
 REAL_INIT = ["--set", "DISTILLATION.init=real"]
 HEAD_ONLY = ["--set", "DISTILLATION.matched_layers=head"]
 ADAM = ["--set", "MODEL.dist_optimizer=adam", "--set", "MODEL.dist_lr=0.05"]
 # DC's ConvNet as the matching network, on the splatted grid; 64 real digits per class and match.
-CONVNET = ["--pytorch", "--set", "MODEL.network=convnet", *DC, *SPLAT, *ADAM, "--set", "MODEL.batch_size=64"]
+CONVNET = [*SEED_CLEAN_TEST, "--pytorch", "--set", "MODEL.network=convnet", *DC, *SPLAT, *ADAM,
+           "--set", "MODEL.batch_size=64"]
+MECONVNET = [*SEED_CLEAN_TEST, "--no-pytorch", "--network", "me-convnet", *DC, *SPLAT, *ADAM,
+             "--set", "MODEL.batch_size=64", "--set", "DISTILLATION.init=mean"]
 
 GRIDS: dict[str, dict[str, list[str]]] = {
     # Table 1 of the seed: network x depth, modmse, fixed random network, 1 cloud per class.
     "seed-table1": {
-        f"{path}-d{depth}": [flag, "--depth", str(depth), "--distance", "modmse", *SEED_PROTOCOL]
+        f"{path}-d{depth}": [*SEED, flag, "--depth", str(depth), "--distance", "modmse"]
         for path, flag in (("me", "--no-pytorch"), ("pytorch", "--pytorch")) for depth in (2, 3, 4)
     },
     # Table 2 of the seed: layer-wise cosine ("ours") against modmse.
     "seed-table2": {
-        f"{path}-{dist}": [flag, "--distance", dist, *SEED_PROTOCOL]
+        f"{path}-{dist}": [*SEED, flag, "--distance", dist]
         for path, flag in (("me", "--no-pytorch"), ("pytorch", "--pytorch")) for dist in ("ours", "modmse")
     },
     # Why the seed's tables are not reproduced? Its ME layers gave the points no second-order signal, so only
     # the classifier's gradient was matched in effect: the same runs, matching that gradient alone.
     "seed-head": {
-        "me-d2": ["--no-pytorch", "--depth", "2", "--distance", "modmse", *SEED_PROTOCOL, *HEAD_ONLY],
-        "pytorch-d3": ["--pytorch", "--depth", "3", "--distance", "modmse", *SEED_PROTOCOL, *HEAD_ONLY],
+        "me-d2": [*SEED, "--no-pytorch", "--depth", "2", "--distance", "modmse", *HEAD_ONLY],
+        "pytorch-d3": [*SEED, "--pytorch", "--depth", "3", "--distance", "modmse", *HEAD_ONLY],
     },
     # Real digits as the "distilled" set, evaluated by exactly the same protocol.
     "baselines": {
-        "random-real": ["--baseline", "random-real"],
-        "class-mean": ["--baseline", "class-mean"],
-        "random-real-10": ["--baseline", "random-real", "--clouds-per-class", "10"],
-        "class-mean-10": ["--baseline", "class-mean", "--clouds-per-class", "10"],
+        "random-real": [*SEED_CLEAN_TEST, "--baseline", "random-real"],
+        "class-mean": [*SEED_CLEAN_TEST, "--baseline", "class-mean"],
+        "random-real-10": [*SEED_CLEAN_TEST, "--baseline", "random-real", "--clouds-per-class", "10"],
+        "class-mean-10": [*SEED_CLEAN_TEST, "--baseline", "class-mean", "--clouds-per-class", "10"],
     },
     # Beyond the seed: DC's fresh network per iteration, splatting, real initialisation.
     "beyond": {
-        "me-dc-splat-realinit-adam": ["--no-pytorch", *DC, *SPLAT, *REAL_INIT, *ADAM],
-        "me-dc-splat-meaninit-adam": ["--no-pytorch", *DC, *SPLAT, "--set", "DISTILLATION.init=mean", *ADAM],
-        "pytorch-dc-splat-realinit-adam": ["--pytorch", *DC, *SPLAT, *REAL_INIT, *ADAM],
-        "me-dc-splat-realinit": ["--no-pytorch", *DC, *SPLAT, *REAL_INIT],
-        "me-dc-splat": ["--no-pytorch", *DC, *SPLAT],
-        "me-dc": ["--no-pytorch", *DC],
+        "me-dc-splat-realinit-adam": [*SEED_CLEAN_TEST, "--no-pytorch", *DC, *SPLAT, *REAL_INIT, *ADAM],
+        "me-dc-splat-meaninit-adam": [*SEED_CLEAN_TEST, "--no-pytorch", *DC, *SPLAT, "--set", "DISTILLATION.init=mean",
+                                      *ADAM],
+        "pytorch-dc-splat-realinit-adam": [*SEED_CLEAN_TEST, "--pytorch", *DC, *SPLAT, *REAL_INIT, *ADAM],
+        "me-dc-splat-realinit": [*SEED_CLEAN_TEST, "--no-pytorch", *DC, *SPLAT, *REAL_INIT],
+        "me-dc-splat": [*SEED_CLEAN_TEST, "--no-pytorch", *DC, *SPLAT],
+        "me-dc": [*SEED_CLEAN_TEST, "--no-pytorch", *DC],
     },
     # Beyond the seed: gradients matched in the evaluation architecture (DC's ConvNet) on the splat.
     "convnet": {
@@ -85,10 +92,22 @@ GRIDS: dict[str, dict[str, list[str]]] = {
         "realinit": [*CONVNET, *REAL_INIT],
         "realinit-10": [*CONVNET, *REAL_INIT, "--clouds-per-class", "10"],
     },
+    # This project's faithful mode beside the seed's own code (experiments/seed_faithfulness.py), same iterations.
+    "seed-faithful": {"me": [*SEED, "--no-pytorch"]},
+    # The MinkowskiEngine ConvNet (DC's ConvNet on sparse voxels of the splat): how much halo, and augmentation
+    # inside the match (DSA), at the convnet grid's settings.
+    "me-convnet": {
+        f"{'bg-' if bg else ''}h{halo}{'-aug' if aug else ''}": [
+            *MECONVNET, "--set", f"MODEL.halo={halo}", "--set", f"MODEL.absent_voxels={'background' if bg else 'skip'}",
+            *(["--set", "DISTILLATION.augment_match=true"] if aug else [])]
+        for bg in (False, True) for halo in (0, 1, 2) for aug in (False, True)
+    },
+    # The default command itself (configs/default.ini, no flags), timed end to end by its results.json.
+    "default": {"1cpc": []},
     # The assets (best sets) under the default protocol: 5 fresh models x 1000 epochs.
     "final": {
-        "1cpc-convnet": ["--eval-only", "assets/mnist_1cpc_convnet.pt"],
-        "10cpc-convnet": ["--eval-only", "assets/mnist_10cpc_convnet.pt"],
+        "1cpc-convnet": [*SEED_CLEAN_TEST, "--eval-only", "assets/mnist_1cpc_convnet.pt"],
+        "10cpc-convnet": [*SEED_CLEAN_TEST, "--eval-only", "assets/mnist_10cpc_convnet.pt"],
     },
 }
 
@@ -140,6 +159,8 @@ PLAN: list[tuple[str, list[str] | None, Budget]] = [
     # The same run continued to 400 iterations: the 10-cloud asset (ASSETS) that `final` evaluates.
     ("convnet", ["realinit-10"], Budget(400, 300, 3, "400")),
     ("final", None, Budget()),
+    ("me-convnet", ["h1", "h2", "bg-h1"], Budget(300, 300, 3, "300")),
+    ("default", None, Budget()),
 ]
 
 

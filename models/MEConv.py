@@ -6,7 +6,8 @@ loss back to the points.
 
 * ``MEPytorch`` (``--pytorch``): the seed's dense network, [Conv3d (1,3,3) pad 1 -> ReLU -> MaxPool3d 2]
   x depth -> Linear, on a [B, 3, 1, 28, 28] grid.
-* ``MEConvExp`` (default): the seed's MinkowskiEngine network, see ``models/sparse_ops.py``.
+* ``MEConvExp``: the seed's MinkowskiEngine network, see ``models/sparse_ops.py``.
+* ``MEConvNet``: DC's ConvNet on sparse voxels of the splatted occupancy (plus a halo of empty voxels).
 """
 
 from __future__ import annotations
@@ -20,7 +21,21 @@ from torch import nn
 
 from dd3d.pointsets import bilinear_corners
 from models.minkowski import import_minkowski
-from models.sparse_ops import conv_map, instance_norm, pool_map, sparse_conv, sparse_max_pool
+from models.MNIST import ConvNet
+from models.sparse_ops import (
+    background_avg_pool,
+    background_conv2d,
+    background_instance_norm,
+    conv_map,
+    instance_norm,
+    planar_conv_map,
+    pool_map,
+    sparse_avg_pool,
+    sparse_conv,
+    sparse_conv2d,
+    sparse_max_pool,
+    window_in_domain,
+)
 
 GRID = 28
 
@@ -209,3 +224,109 @@ def create_splat_input_batch(points: torch.Tensor) -> SparseBatch:
     occupancy = _soft_union(inverse, weights, len(keys)).unsqueeze(1)
     voxels = torch.stack([keys // (GRID * GRID), torch.zeros_like(keys), (keys // GRID) % GRID, keys % GRID], 1)
     return _sparse_batch(ME, voxels, occupancy, b)
+
+
+# DC's ConvNet pads a 28 x 28 digit to 32 x 32 (padding 3 in its first convolution): the sparse ConvNet's
+# voxels live in that 32 x 32 domain, digit cell (h, w) at voxel (h + 2, w + 2), so that ME's stride-2
+# pooling groups exactly the cells that AvgPool2d(2) groups in the dense network.
+CONVNET_PAD, CONVNET_DOMAIN = 2, 32
+FULL_HALO = CONVNET_DOMAIN
+
+
+def create_splat_halo_batch(points: torch.Tensor, halo: int) -> SparseBatch:
+    """Splatted occupancy as sparse voxels in the ConvNet's 32 x 32 domain, plus a halo of empty voxels.
+
+    Every cell a cloud's points share into carries its occupancy (``_soft_union``); every cell within
+    ``halo`` cells (Chebyshev distance) of one is added with occupancy 0, clipped to the domain, so the
+    stride-1 convolutions can write around the cloud. ``halo >= 32`` (``FULL_HALO``) makes every cloud the
+    full domain: the network then equals the dense ConvNet.
+    """
+    ME = import_minkowski()
+    b = points.shape[0]
+    batch, cells, weights = _splat_cells(points)
+    cells = cells + CONVNET_PAD
+    if halo > 0:
+        keys = torch.unique((batch * CONVNET_DOMAIN + cells[:, 0]) * CONVNET_DOMAIN + cells[:, 1])
+        base = torch.stack([keys // (CONVNET_DOMAIN * CONVNET_DOMAIN), (keys // CONVNET_DOMAIN) % CONVNET_DOMAIN,
+                            keys % CONVNET_DOMAIN], 1)
+        span = torch.arange(-halo, halo + 1, device=points.device)
+        offsets = torch.cartesian_prod(span, span)
+        around = (base[:, None, 1:] + offsets).reshape(-1, 2)
+        around_batch = base[:, :1].expand(-1, len(offsets)).reshape(-1)
+        inside = ((around >= 0) & (around < CONVNET_DOMAIN)).all(1)
+        batch = torch.cat([batch, around_batch[inside]])
+        cells = torch.cat([cells, around[inside]])
+        weights = torch.cat([weights, weights.new_zeros(int(inside.sum()))])
+    keys, inverse = torch.unique((batch * CONVNET_DOMAIN + cells[:, 0]) * CONVNET_DOMAIN + cells[:, 1],
+                                 return_inverse=True)
+    occupancy = _soft_union(inverse, weights, len(keys)).unsqueeze(1)
+    square = CONVNET_DOMAIN * CONVNET_DOMAIN
+    voxels = torch.stack([keys // square, torch.zeros_like(keys), (keys // CONVNET_DOMAIN) % CONVNET_DOMAIN,
+                          keys % CONVNET_DOMAIN], 1)
+    return _sparse_batch(ME, voxels, occupancy, b)
+
+
+class MEConvNet(ConvNet):
+    """DC's ConvNet (``models/MNIST.py``: conv 3x3 -> instance norm -> ReLU -> avg pool 2, x depth -> linear)
+    computed on sparse voxels with MinkowskiEngine's coordinate maps.
+
+    Same parameters as ``ConvNet`` (a state dict moves between them); the arithmetic is torch over ME's
+    kernel and pooling maps, so it is exact to second order. With the full domain present (``FULL_HALO``) it
+    equals ``ConvNet``. On a sparse input, what absent voxels are (``absent``):
+
+    * ``skip`` (ME's own semantics): they do not exist. A convolution reads and writes only present voxels,
+      instance norm takes its statistics over them, average pooling divides by the present inputs, and the
+      classifier sees absent cells as 0.
+    * ``background``: they are empty space and hold what the dense ConvNet computes there, one value per
+      sample and channel carried beside the features (``models/sparse_ops.py``); norm statistics cover the
+      whole domain. Exact at the first layer when the halo is >= 1; an approximation after it.
+    """
+
+    def __init__(self, channel: int = 1, num_classes: int = 10, width: int = 128, depth: int = 3,
+                 absent: str = "skip") -> None:
+        super().__init__(channel=channel, num_classes=num_classes, width=width, depth=depth)
+        import_minkowski()  # fail early, with the install hint, where ME is missing
+        if absent not in ("skip", "background"):
+            raise ValueError(f"absent must be skip or background, not {absent!r}")
+        self.background = absent == "background"
+        self.blocks = [tuple(self.features[4 * d:4 * d + 2]) for d in range(depth)]
+        self.final_size = CONVNET_DOMAIN >> depth
+
+    def forward(self, x: SparseBatch) -> torch.Tensor:  # type: ignore[override]
+        device = x.features.device
+        manager, key = x.sparse.coordinate_manager, x.sparse.coordinate_map_key
+        coords, feats, stride = x.sparse.C.long(), x.features, 1
+        background = feats.new_zeros(x.batch_size, feats.shape[1])  # empty space: occupancy 0
+        for conv, norm in self.blocks:
+            batch = coords[:, 0].to(device)
+            table = planar_conv_map(manager, key, coords, stride, device)
+            if self.background:
+                in_domain = window_in_domain(coords[:, 2:].to(device), stride, CONVNET_DOMAIN)
+                feats, background = background_conv2d(feats, background, batch, conv.weight, conv.bias, table,
+                                                       in_domain)
+                cells = (CONVNET_DOMAIN // stride) ** 2
+                feats, background = background_instance_norm(feats, background, batch, cells, norm.weight,
+                                                             norm.bias, norm.eps)
+                feats, background = F.relu(feats), F.relu(background)
+            else:
+                feats = sparse_conv2d(feats, conv.weight, conv.bias, table)
+                feats = F.relu(instance_norm(feats, batch, x.batch_size, norm.weight, norm.bias, eps=norm.eps))
+            out_key = manager.stride(key, 2)
+            out_coords = manager.get_coordinates(out_key).long()
+            pmap = pool_map(manager, key, out_key, len(coords), len(out_coords), device)
+            feats = (background_avg_pool(feats, background, out_coords[:, 0].to(device), pmap) if self.background
+                     else sparse_avg_pool(feats, pmap))
+            key, coords, stride = out_key, out_coords, stride * 2
+        coords = coords.to(device)
+        # Linear(flatten(dense [B, C, S, S])) without the dense grid: each voxel meets its cell's columns, and
+        # every cell, present or not, holds the background (0 when skipping absent voxels).
+        s = self.final_size
+        cell = (coords[:, 2] // stride) * s + coords[:, 3] // stride
+        weight = self.classifier.weight.view(self.classifier.out_features, -1, s * s)  # [10, C, S*S]
+        if self.background:
+            feats = feats - background.index_select(0, coords[:, 0])
+        per_voxel = torch.einsum("nc,ncj->nj", feats, weight.permute(2, 1, 0).index_select(0, cell))
+        logits = per_voxel.new_zeros(x.batch_size, self.classifier.out_features).index_add(0, coords[:, 0], per_voxel)
+        if self.background:
+            logits = logits + background @ weight.sum(2).T
+        return logits + self.classifier.bias

@@ -83,3 +83,95 @@ def instance_norm(features: torch.Tensor, batch: torch.Tensor, num_batches: int,
     centered = features - mean.index_select(0, batch)
     var = zeros.index_add(0, batch, centered * centered) / counts
     return centered * (var + eps).rsqrt().index_select(0, batch) * weight + bias
+
+
+def planar_conv_map(manager: Any, key: Any, coords: torch.Tensor, stride: int, device: torch.device) -> torch.Tensor:
+    """Stride-1 3x3 map of a coordinate map on one depth plane onto itself, as a [n, 9] table.
+
+    Column ``3 * (dh + 1) + (dw + 1)`` holds the input row at offset (dh, dw) (in units of the tensor
+    stride) of each output row, or ``n`` (an all-zero row) where there is none: the layout of a Conv2d
+    weight's [3, 3] window, so the kernel can be a plain ``nn.Conv2d`` weight. ME numbers its kernel
+    offsets in its own order; each offset is read back from the coordinates of one of its pairs.
+    """
+    n = len(coords)
+    kmap = manager.kernel_map(key, key, stride=1, kernel_size=3)
+    table = torch.full((n, 9), n, dtype=torch.long)
+    for pairs in kmap.values():
+        pairs = pairs.long()
+        delta = (coords[pairs[0, 0]] - coords[pairs[1, 0]]) // stride  # (batch, depth, row, col)
+        if delta[1] != 0:  # depth offsets never pair on a single plane; kept general for safety
+            continue
+        table[pairs[1], 3 * (int(delta[2]) + 1) + int(delta[3]) + 1] = pairs[0]
+    return table.to(device)
+
+
+def sparse_conv2d(features: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
+                  table: torch.Tensor) -> torch.Tensor:
+    """``nn.Conv2d``'s 3x3 weight [Cout, Cin, 3, 3] applied over a ``planar_conv_map`` table."""
+    padded = torch.cat([features, features.new_zeros(1, features.shape[1])])
+    gathered = padded.index_select(0, table.reshape(-1)).view(len(table), -1)  # [n, 9 * Cin], offset-major
+    out = gathered @ weight.permute(2, 3, 1, 0).reshape(-1, weight.shape[0])
+    return out if bias is None else out + bias
+
+
+def sparse_avg_pool(features: torch.Tensor, pmap: PoolMap) -> torch.Tensor:
+    """Mean over each output's present inputs (MinkowskiAvgPooling); with all inputs present, AvgPool2d(2)."""
+    n = len(features)
+    padded = torch.cat([features, features.new_zeros(1, features.shape[1])])
+    summed = padded.index_select(0, pmap.table.reshape(-1)).view(*pmap.table.shape, -1).sum(1)
+    counts = (pmap.table < n).sum(1, keepdim=True).clamp(min=1).to(features.dtype)
+    return summed / counts
+
+
+# Background mode: an absent voxel is empty space, and holds what the dense network computes there. Away from the
+# cloud that is one value per sample and channel (the "background"), carried beside the voxel features: a
+# convolution of background gives background, instance norm counts the absent cells of the whole domain, and
+# average pooling divides by the full window. Exact where the present voxels cover every cell whose value differs
+# from the background (halo >= 1 does at the first layer); an approximation past the first pooling otherwise.
+
+_WINDOW = torch.tensor([(dh, dw) for dh in (-1, 0, 1) for dw in (-1, 0, 1)])
+
+
+def window_in_domain(rows_cols: torch.Tensor, stride: int, domain: int) -> torch.Tensor:
+    """Bool [n, 9]: which 3x3 neighbours (``planar_conv_map``'s column order) lie inside [0, domain)^2."""
+    neighbours = rows_cols.unsqueeze(1) + _WINDOW.to(rows_cols.device) * stride
+    return ((neighbours >= 0) & (neighbours < domain)).all(-1)
+
+
+def background_conv2d(features: torch.Tensor, background: torch.Tensor, batch: torch.Tensor, weight: torch.Tensor,
+                      bias: torch.Tensor, table: torch.Tensor, in_domain: torch.Tensor
+                      ) -> tuple[torch.Tensor, torch.Tensor]:
+    """``sparse_conv2d`` where absent in-domain neighbours hold their sample's background (the domain's own
+    padding stays 0); returns the present voxels' output and the new background (an all-background window)."""
+    n, cin = features.shape
+    padded = torch.cat([features, features.new_zeros(1, cin)])
+    gathered = padded.index_select(0, table.reshape(-1)).view(n, 9, cin)
+    fill = ((table == n) & in_domain).unsqueeze(-1).to(features.dtype)
+    gathered = gathered + fill * background.index_select(0, batch).unsqueeze(1)
+    out = gathered.view(n, -1) @ weight.permute(2, 3, 1, 0).reshape(-1, weight.shape[0]) + bias
+    return out, background @ weight.sum((2, 3)).T + bias
+
+
+def background_instance_norm(features: torch.Tensor, background: torch.Tensor, batch: torch.Tensor, cells: int,
+                             weight: torch.Tensor, bias: torch.Tensor, eps: float
+                             ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Instance norm over all ``cells`` of each sample's domain: the present voxels plus the absent ones, which
+    all hold the background."""
+    num = len(background)
+    absent = (cells - torch.bincount(batch, minlength=num)).to(features.dtype).unsqueeze(1)
+    zeros = background.new_zeros(background.shape)
+    mean = (zeros.index_add(0, batch, features) + absent * background) / cells
+    centered, centered_bg = features - mean.index_select(0, batch), background - mean
+    var = (zeros.index_add(0, batch, centered * centered) + absent * centered_bg * centered_bg) / cells
+    scale = (var + eps).rsqrt() * weight
+    return centered * scale.index_select(0, batch) + bias, centered_bg * scale + bias
+
+
+def background_avg_pool(features: torch.Tensor, background: torch.Tensor, out_batch: torch.Tensor,
+                        pmap: PoolMap, window: int = 4) -> torch.Tensor:
+    """AvgPool2d(2) over present inputs plus the background for the absent ones of each window."""
+    n = len(features)
+    padded = torch.cat([features, features.new_zeros(1, features.shape[1])])
+    summed = padded.index_select(0, pmap.table.reshape(-1)).view(*pmap.table.shape, -1).sum(1)
+    absent = (window - (pmap.table < n).sum(1, keepdim=True)).to(features.dtype)
+    return (summed + absent * background.index_select(0, out_batch)) / window

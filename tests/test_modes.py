@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from configs.settings import load_settings
+from configs.settings import REPO_ROOT, load_settings
 from dd3d.distill import Distiller, build_network
 from dd3d.pointsets import RealClouds, bilinear_corners, points_to_images
 from distillation_loss import match_loss
@@ -49,7 +49,9 @@ def test_sparse_splat_matching_gradient_matches_finite_differences():
 
 
 def small_distiller(mnist, *flags: str) -> Distiller:
-    settings = load_settings(["--pytorch", "--device", "cpu", "--set", "MODEL.batch_size=8",
+    """The seed's method (configs/seed.ini) on the PyTorch path, small; flags change it."""
+    settings = load_settings(["--config", str(REPO_ROOT / "configs" / "seed.ini"), "--pytorch", "--device", "cpu",
+                              "--set", "MODEL.batch_size=8",
                               "--set", "DISTILLATION.num_points=60", *flags])
     torch.manual_seed(settings.seed)
     net, to_input = build_network(settings, torch.device("cpu"))

@@ -67,3 +67,14 @@ def test_real_batches_are_drawn_per_class_and_reproducibly(mnist):
     image = points_to_images(a[:1])[0, 0].bool()
     class3 = _capped(binarize(mnist.train_images[real.class_indices[3]], 75), 250)
     assert (class3 == image).flatten(1).all(1).any(), "the sampled cloud is a class-3 training digit"
+
+
+def test_herding_picks_the_rows_whose_running_mean_tracks_the_mean():
+    from dd3d.pointsets import herding_select
+
+    # Mean (1, 1): the row equal to it comes first, then the pair that keeps the running mean there.
+    rows = torch.tensor([[3.0, 3.0], [1.0, 1.0], [0.0, 0.0], [2.0, 2.0], [-1.0, -1.0], [1.0, 1.0]])
+    assert herding_select(rows, 1).tolist() == [1]
+    picks = herding_select(rows, 3).tolist()
+    assert picks[:2] == [1, 5] and len(set(picks)) == 3
+    assert herding_select(rows, 6).sort().values.tolist() == list(range(6))  # every row once

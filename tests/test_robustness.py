@@ -21,11 +21,12 @@ LONGER = [*TINY, "--pytorch", "--no-log", "--iterations", "12", "--set", "DISTIL
 
 
 def test_stop_request_turns_sigint_into_a_flag():
+    before = signal.getsignal(signal.SIGINT)  # Python's default, or SIG_IGN when the suite runs in the background
     with StopRequest() as stop:
         os.kill(os.getpid(), signal.SIGINT)
         time.sleep(0.05)
         assert stop.requested and stop.signal == signal.SIGINT
-    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    assert signal.getsignal(signal.SIGINT) is before
 
 
 def test_interrupt_then_resume_equals_an_uninterrupted_run(tmp_path):
@@ -77,12 +78,12 @@ def test_eval_only_evaluates_a_saved_set(tmp_path, finished_run):
     assert proc.returncode == 0, proc.stderr
     results = json.loads((only_run_dir(runs) / "results.json").read_text())
     assert results["status"] == "evaluated" and results["evaluated"] == str(finished_run)
-    assert results["distilled_mode"] == "pytorch"  # the saved set's mode, not this (ME) command's
+    assert results["distilled_mode"] == "convnet"  # the saved set's mode, not this (ME) command's
     assert len(results["evaluations"]) == 1 and len(results["evaluations"][0]["accuracies"]) == 1
 
 
 @pytest.mark.parametrize("flags, fragment", [
-    (["--distance", "ours"], "cannot resume: dist_opt was 'modmse' in the checkpoint, now 'ours'"),
+    (["--distance", "modmse"], "cannot resume: dist_opt was 'ours' in the checkpoint, now 'modmse'"),
     (["--seed", "5"], "cannot resume: seed was 0"),
 ])
 def test_resume_with_incompatible_settings_names_the_difference(tmp_path, finished_run, flags, fragment):
@@ -106,8 +107,9 @@ def test_corrupt_checkpoint_is_one_line_and_nothing_is_written(tmp_path, finishe
 
 
 def test_nan_stops_the_step_and_leaves_the_points(mnist):
-    settings = load_settings(["--pytorch", "--set", "MODEL.batch_size=8", "--set", "DISTILLATION.num_points=50",
-                              "--device", "cpu"])
+    # The seed's fixed network (configs/seed.ini): a fresh network per iteration would replace the NaN.
+    settings = load_settings(["--config", str(REPO_ROOT / "configs" / "seed.ini"), "--pytorch", "--set",
+                              "MODEL.batch_size=8", "--set", "DISTILLATION.num_points=50", "--device", "cpu"])
     net, to_input = build_network(settings, torch.device("cpu"))
     real = RealClouds(mnist.train_images[:2000], mnist.train_labels[:2000], 75, 50)
     distiller = Distiller(net, to_input, real, settings, torch.device("cpu"), torch.Generator().manual_seed(0))
@@ -118,3 +120,29 @@ def test_nan_stops_the_step_and_leaves_the_points(mnist):
     with pytest.raises(DivergedError, match="not finite"):
         distiller.step()
     assert torch.equal(distiller.points.detach(), before)
+
+
+def test_distillation_checkpoint_dir_keeps_checkpoints_apart_and_either_folder_resumes(tmp_path):
+    ckpts = tmp_path / "ckpts"
+    flags = [*TINY, "--pytorch", "--no-log", "--set", f"DISTILLATION.distillation_checkpoint_dir={ckpts}"]
+    first = run_cli(flags, tmp_path / "a")
+    assert first.returncode == 0, first.stderr
+    run = only_run_dir(tmp_path / "a")
+    kept = ckpts / run.name / "synthetic.pt"
+    assert kept.is_file() and (run / "synthetic.pt").resolve() == kept.resolve()
+    assert torch.load(kept, weights_only=False)["iteration"] == 3
+    evaluated = run_cli([*flags, "--eval-only", str(ckpts / run.name)], tmp_path / "b")
+    assert evaluated.returncode == 0, evaluated.stderr
+    resumed = run_cli([*flags, "--iterations", "4", "--resume", str(run)], tmp_path / "c")
+    assert resumed.returncode == 0, resumed.stderr
+    assert torch.load(ckpts / only_run_dir(tmp_path / "c").name / "synthetic.pt", weights_only=False)["iteration"] == 4
+
+
+def test_distillation_checkpoint_dir_that_cannot_be_created_stops_before_writing(tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    proc = run_cli([*TINY, "--pytorch", "--set", f"DISTILLATION.distillation_checkpoint_dir={blocker}/sub"],
+                   tmp_path / "runs")
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert "distillation_checkpoint_dir" in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
+    assert not (tmp_path / "runs").exists()

@@ -6,13 +6,18 @@ from configs.settings import REPO_ROOT, SettingsError, check_resumable, load_set
 from tests.conftest import run_cli
 
 
-def test_defaults_are_the_seeds_configuration():
+def test_defaults_are_dc_convnet_matching_on_the_minkowski_path():
     s = load_settings([])
-    assert (s.batch_size, s.dist_opt, s.dist_lr, s.dist_momentum) == (256, "modmse", 0.1, 0.5)
-    assert (s.cad_per_class, s.num_points, s.total_iterations, s.threshold) == (1, 250, 2500, 75)
-    assert (s.eval_epochs, s.eval_models, s.net_depth, s.pytorch) == (1000, 5, 2, False)
-    assert s.eval_iterations == (0, 250, 625, 1250, 1875, 2500)
+    assert (s.pytorch, s.network, s.net_depth, s.splat, s.reinit_net, s.init) == (False, "me-convnet", 3, True, True,
+                                                                                 "mean")
+    assert (s.batch_size, s.dist_opt, s.dist_optimizer, s.dist_lr) == (64, "ours", "adam", 0.05)
+    assert (s.cad_per_class, s.num_points, s.total_iterations, s.threshold) == (1, 250, 300, 75)
+    assert (s.eval_epochs, s.eval_models, s.augment, s.augment_test) == (1000, 5, True, False)
+    assert s.eval_iterations == (0, 300)
     assert s.dataset_dir == REPO_ROOT / "data" / "mnist"
+    # --pytorch gives the same method in its dense implementation; the seed's networks are asked for by name.
+    assert load_settings(["--pytorch"]).network == "convnet"
+    assert load_settings(["--network", "seed"]).net_depth == 2
 
 
 def test_flags_and_set_override_the_ini():
@@ -21,8 +26,10 @@ def test_flags_and_set_override_the_ini():
     assert s.pytorch and s.net_depth == 3  # auto depth follows the path
     assert (s.total_iterations, s.dist_opt, s.experiment_name, s.threshold) == (20, "ours", "x", 10)
     assert s.augment is False and s.log is False
-    assert s.eval_iterations == (0, 5, 10, 15, 20)
+    assert s.eval_iterations == (0, 20)
     assert load_settings(["--pytorch", "--depth", "2"]).net_depth == 2
+    auto = load_settings(["--iterations", "20", "--set", "DISTILLATION.eval_iterations=auto"])
+    assert auto.eval_iterations == (0, 5, 10, 15, 20)
 
 
 def test_explicit_eval_iterations_keep_the_end():
@@ -34,7 +41,7 @@ def test_user_config_only_needs_changed_keys(tmp_path: Path):
     cfg = tmp_path / "mine.ini"
     cfg.write_text("[MODEL]\ndist_lr = 0.5\n")
     s = load_settings(["--config", str(cfg)])
-    assert s.dist_lr == 0.5 and s.batch_size == 256
+    assert s.dist_lr == 0.5 and s.batch_size == 64
 
 
 @pytest.mark.parametrize("argv, fragment", [
@@ -49,10 +56,15 @@ def test_user_config_only_needs_changed_keys(tmp_path: Path):
     (["--set", "MODEL.dist_optimizer=lbfgs"], "MODEL.dist_optimizer = 'lbfgs' is out of range (sgd/adam)"),
     (["--set", "DISTILLATION.init=zeros"], "DISTILLATION.init = 'zeros' is out of range (noise/real/mean)"),
     (["--set", "DISTILLATION.outer_loop=0"], "DISTILLATION.outer_loop = 0 is out of range"),
-    (["--set", "MODEL.network=resnet"], "MODEL.network = 'resnet' is out of range (seed/convnet)"),
+    (["--set", "MODEL.network=resnet"], "MODEL.network = 'resnet' is out of range (seed/convnet/me-convnet)"),
     (["--set", "DISTILLATION.matched_layers=conv"], "DISTILLATION.matched_layers = 'conv' is out of range (all/head)"),
-    (["--set", "MODEL.network=convnet", "--set", "DISTILLATION.splat=true"], "needs --pytorch"),
-    (["--pytorch", "--set", "MODEL.network=convnet"], "DISTILLATION.splat=true"),
+    (["--no-pytorch", "--network", "convnet", "--set", "DISTILLATION.splat=true"], "needs the PyTorch path"),
+    (["--pytorch", "--network", "me-convnet", "--set", "DISTILLATION.splat=true"], "not with --pytorch"),
+    (["--no-pytorch", "--network", "me-convnet", "--set", "DISTILLATION.splat=false"],
+     "network me-convnet reads splatted occupancy"),
+    (["--no-pytorch", "--network", "me-convnet", "--set", "MODEL.halo=-1"], "MODEL.halo = -1 is out of range"),
+    (["--set", "MODEL.absent_voxels=zero"], "MODEL.absent_voxels = 'zero' is out of range (skip/background)"),
+    (["--pytorch", "--set", "MODEL.network=convnet", "--set", "DISTILLATION.splat=false"], "DISTILLATION.splat=true"),
     (["--config", "/nonexistent/x.ini"], "cannot read config /nonexistent/x.ini"),
 ])
 def test_bad_settings_name_the_problem(argv, fragment):
@@ -84,10 +96,11 @@ def test_cli_rejects_bad_input_with_one_line_and_writes_nothing(tmp_path: Path, 
 
 
 def test_a_checkpoint_older_than_a_key_resumes_with_that_keys_old_default():
-    saved = load_settings(["--pytorch"]).to_dict()
+    seed = ["--config", str(REPO_ROOT / "configs" / "seed.ini"), "--pytorch"]
+    saved = load_settings(seed).to_dict()
     del saved["network"]  # written before MODEL.network existed: it ran the seed's network
-    check_resumable(saved, load_settings(["--pytorch"]))
-    convnet = load_settings(["--pytorch", "--set", "MODEL.network=convnet", "--set", "DISTILLATION.splat=true"])
+    check_resumable(saved, load_settings(seed))
+    convnet = load_settings([*seed, "--set", "MODEL.network=convnet", "--set", "DISTILLATION.splat=true"])
     with pytest.raises(SettingsError, match="cannot resume: network was 'seed' in the checkpoint, now 'convnet'"):
         check_resumable(saved, convnet)
 
@@ -98,3 +111,35 @@ def test_a_checkpoint_resumes_in_another_clone_but_not_with_another_trajectory()
     check_resumable(saved, load_settings(["--pytorch", "--iterations", "5000"]))
     with pytest.raises(SettingsError, match="cannot resume: threshold was 75"):
         check_resumable(saved, load_settings(["--pytorch", "--set", "MNIST.threshold=100"]))
+
+
+def test_seed_ini_is_the_seeds_method():
+    s = load_settings(["--config", str(REPO_ROOT / "configs" / "seed.ini")])
+    assert (s.network, s.pytorch, s.net_depth, s.splat, s.init) == ("seed", False, 2, False, "noise")
+    assert (s.reinit_net, s.outer_loop, s.inner_loop, s.matched_layers, s.augment_match) == (False, 1, 0, "all", False)
+    assert (s.dist_opt, s.dist_optimizer, s.dist_lr, s.dist_momentum, s.batch_size) == ("modmse", "sgd", 0.1, 0.5, 256)
+    assert (s.total_iterations, s.eval_models, s.eval_epochs, s.augment, s.augment_test) == (2500, 5, 1000, True, True)
+    assert load_settings(["--config", str(REPO_ROOT / "configs" / "seed.ini"), "--pytorch"]).net_depth == 3
+
+
+def test_an_ini_written_for_the_seed_loads(tmp_path: Path):
+    """The seed's section and key names (its ShapeNet / PointNet++ keys are accepted and ignored)."""
+    cfg = tmp_path / "seed_style.ini"
+    cfg.write_text(
+        f"[DEFAULT]\nlogging_parent = {tmp_path / 'logs'}\ntensorboard_folder_name = tb\nlog_folder_name = logs\n"
+        "experiment_name = old\nnum_workers = 4\n\n[SHAPENET]\ndataset_dir = /x\nnum_points = 250\n\n"
+        "[MODEL]\ncheckpoint_dir = /x\nload_ckpt_name = None\nepoch=100\nbatch_size = 128\ndist_opt = modmse\n"
+        "dist_lr = 0.1\nclassifier_lr = 0.01\ndist_beta_1=0.9\ndist_beta_2=0.999\ndist_momentum=0.5\nnum_votes = 3\n\n"
+        f"[DISTILLATION]\nexport_folder_name = output/\ncad_per_class = 2\ntotal_iterations = 10\n"
+        f"save_cad_every = 5\ndistillation_checkpoint_dir = {tmp_path / 'ckpt'}\n\n[MNIST]\ndataset_dir = /data/m\n")
+    s = load_settings(["--config", str(cfg)])
+    assert (s.experiment_name, s.batch_size, s.cad_per_class, s.total_iterations) == ("old", 128, 2, 10)
+    assert s.distillation_checkpoint_dir == tmp_path / "ckpt" and s.dataset_dir == Path("/data/m")
+    assert load_settings([]).distillation_checkpoint_dir is None
+
+
+def test_distillation_checkpoint_dir_that_is_a_file_is_refused(tmp_path: Path):
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    with pytest.raises(SettingsError, match="DISTILLATION.distillation_checkpoint_dir = .*a folder, not a file"):
+        load_settings(["--set", f"DISTILLATION.distillation_checkpoint_dir={blocker}"])
