@@ -104,6 +104,17 @@ GRIDS: dict[str, dict[str, list[str]]] = {
     },
     # The default command itself (configs/default.ini, no flags), timed end to end by its results.json.
     "default": {"1cpc": []},
+    # One cloud per class across architectures (the cheap ones on this CPU): the distilled sets and the
+    # baselines of the same size, by the default protocol (5 models x 1000 epochs, clean test digits).
+    "cross-arch": {
+        name: [*flags, "--architectures", "convnet,mlp,lenet"] for name, flags in {
+            "me-convnet": ["--eval-only", "assets/mnist_1cpc_me_convnet.pt"],
+            "convnet": ["--eval-only", "assets/mnist_1cpc_convnet.pt"],
+            "class-mean": ["--baseline", "class-mean"],
+            "random-real": ["--baseline", "random-real"],
+            "herding": ["--baseline", "herding"],
+        }.items()
+    },
     # The assets (best sets) under the default protocol: 5 fresh models x 1000 epochs.
     "final": {
         "1cpc-convnet": [*SEED_CLEAN_TEST, "--eval-only", "assets/mnist_1cpc_convnet.pt"],
@@ -116,7 +127,8 @@ GRIDS: dict[str, dict[str, list[str]]] = {
 # run's checkpoint (points, labels, settings, evaluations; no optimiser state) with its projected digit grid.
 # The iteration pins the set that the `final` grid evaluated: a longer run of the same name gets its own row
 # in the table instead of silently replacing an asset whose `final` figure would then be stale.
-ASSETS = {"mnist_1cpc_convnet": ("convnet", "meaninit", 300), "mnist_10cpc_convnet": ("convnet", "realinit-10", 400)}
+ASSETS = {"mnist_1cpc_convnet": ("convnet", "meaninit", 300), "mnist_10cpc_convnet": ("convnet", "realinit-10", 400),
+          "mnist_1cpc_me_convnet": ("me-convnet", "bg-h1", 300)}
 
 
 @dataclass(frozen=True)
@@ -160,7 +172,7 @@ PLAN: list[tuple[str, list[str] | None, Budget]] = [
     ("convnet", ["realinit-10"], Budget(400, 300, 3, "400")),
     ("final", None, Budget()),
     ("me-convnet", ["h1", "h2", "bg-h1"], Budget(300, 300, 3, "300")),
-    ("default", None, Budget()),
+    ("cross-arch", None, Budget()),
 ]
 
 
@@ -236,8 +248,8 @@ def run(grid: str, name: str, flags: list[str], budget: Budget, dry_run: bool) -
 
 
 def table() -> str:
-    rows = ["| grid | run | test accuracy (%) | iterations | evaluation | s / iteration | command |",
-            "| --- | --- | --- | --- | --- | --- | --- |"]
+    rows = ["| grid | run | test accuracy (%) | other architectures (%) | iterations | evaluation | s / iteration | "
+            "command |", "| --- | --- | --- | --- | --- | --- | --- | --- |"]
     for folder, r in finished_runs():
         if "command" not in r:
             continue
@@ -245,8 +257,10 @@ def table() -> str:
         iters = "–" if "baseline" in r else str(r["iteration"])  # --eval-only: the saved set's iteration
         spi = "–" if r["status"] == "evaluated" else f"{r['timings']['seconds_per_iteration']:.2f}"
         protocol = f"{s['eval_models']} × {s['eval_epochs']} ep" + (", aug. test" if s["augment_test"] else "")
+        others = ", ".join(f"{arch} {100 * a['mean']:.1f} ± {100 * a['std']:.1f}"
+                           for arch, a in list(final.get("architectures", {}).items())[1:]) or "–"
         rows.append(f"| {folder.parent.name} | {folder.name.split('_', 1)[1]} | "
-                    f"{100 * final['mean']:.2f} ± {100 * final['std']:.2f} | {iters} | {protocol} | {spi} | "
+                    f"{100 * final['mean']:.2f} ± {100 * final['std']:.2f} | {others} | {iters} | {protocol} | {spi} | "
                     f"`{r['command']}` |")
     return "\n".join(rows)
 
