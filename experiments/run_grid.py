@@ -99,7 +99,7 @@ GRIDS: dict[str, dict[str, list[str]]] = {
     "me-convnet": {
         f"{'bg-' if bg else ''}h{halo}{'-aug' if aug else ''}": [
             *MECONVNET, "--set", f"MODEL.halo={halo}", "--set", f"MODEL.absent_voxels={'background' if bg else 'skip'}",
-            *(["--set", "DISTILLATION.augment_match=true"] if aug else [])]
+            *(["--set", "DISTILLATION.augment_match=true", "--architectures", "convnet,mlp,lenet"] if aug else [])]
         for bg in (False, True) for halo in (0, 1, 2) for aug in (False, True)
     },
     # The default command itself (configs/default.ini, no flags), timed end to end by its results.json.

@@ -78,3 +78,33 @@ def test_herding_picks_the_rows_whose_running_mean_tracks_the_mean():
     picks = herding_select(rows, 3).tolist()
     assert picks[:2] == [1, 5] and len(set(picks)) == 3
     assert herding_select(rows, 6).sort().values.tolist() == list(range(6))  # every row once
+
+
+def test_match_augmentation_is_one_rigid_or_scaling_draw_applied_alike():
+    from dd3d.pointsets import random_planar_transform, transform_points
+
+    g = torch.Generator().manual_seed(3)
+    pts = torch.rand(4, 30, 3) * 27
+    pts[..., 0] = 0
+    kinds = set()
+    for _ in range(30):
+        a, t = random_planar_transform(g)
+        moved = transform_points(pts, a, t)
+        assert (moved[..., 0] == 0).all()
+        # Pairwise distances: kept by shifts and rotations, scaled per axis by scalings (within 1/1.2-1.2).
+        d0, d1 = torch.cdist(pts[0, :, 1:], pts[0, :, 1:]), torch.cdist(moved[0, :, 1:], moved[0, :, 1:])
+        ratio = (d1 / d0.clamp(min=1e-6))[d0 > 1]
+        assert ratio.min() >= 1 / 1.2 - 1e-4 and ratio.max() <= 1.2 + 1e-4
+        if torch.equal(a, torch.eye(2)):
+            kinds.add("shift")
+            assert t.abs().max() <= 4
+        elif a[0, 1] == 0:
+            kinds.add("scale")
+        else:
+            kinds.add("rotate")
+            assert torch.allclose(ratio, torch.ones_like(ratio), atol=1e-4)
+    assert kinds == {"shift", "scale", "rotate"}
+    # Differentiable in the points: the same draw moves the synthetic cloud and carries gradient back.
+    syn = pts[:1].clone().requires_grad_()
+    transform_points(syn, a, t).sum().backward()
+    assert syn.grad is not None and syn.grad[..., 1:].abs().sum() > 0
