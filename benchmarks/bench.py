@@ -37,7 +37,9 @@ from torch.utils.flop_counter import FlopCounterMode
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from configs.settings import load_settings  # noqa: E402
+from configs.settings import REPO_ROOT, load_settings  # noqa: E402
+
+SEED_INI = REPO_ROOT / "configs" / "seed.ini"  # the paths are timed on the seed's method, beside its code
 from dd3d.distill import Distiller, build_network  # noqa: E402
 from dd3d.evaluate import ModelStack, make_models, test_accuracy, test_stack, train_model, train_stack  # noqa: E402
 from dd3d.mnist import load_mnist  # noqa: E402
@@ -121,7 +123,7 @@ class SeedReference:
 def bench_path(pytorch: bool, data, device: torch.device, repeats: int, ref_repeats: int,
                flops_per_s: float, me: object | None) -> dict:
     flag = "--pytorch" if pytorch else "--no-pytorch"
-    settings = load_settings([flag, "--device", device.type])
+    settings = load_settings(["--config", str(SEED_INI), flag, "--device", device.type])  # the seed's method
     torch.manual_seed(0)
     net, to_input = build_network(settings, device)
     real = RealClouds(data.train_images, data.train_labels, settings.threshold, settings.num_points)

@@ -14,7 +14,7 @@ from torch.profiler import ProfilerActivity, profile
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from configs.settings import load_settings  # noqa: E402
+from configs.settings import REPO_ROOT, load_settings  # noqa: E402
 from dd3d.distill import Distiller, build_network  # noqa: E402
 from dd3d.mnist import load_mnist  # noqa: E402
 from dd3d.pointsets import RealClouds  # noqa: E402
@@ -25,7 +25,8 @@ def main() -> int:
     p.add_argument("--pytorch", action="store_true")
     p.add_argument("--rows", type=int, default=15)
     args = p.parse_args()
-    settings = load_settings(["--pytorch" if args.pytorch else "--no-pytorch", "--device", "cpu"])
+    settings = load_settings(["--config", str(REPO_ROOT / "configs" / "seed.ini"),
+                              "--pytorch" if args.pytorch else "--no-pytorch", "--device", "cpu"])
     data = load_mnist(settings.dataset_dir)
     torch.manual_seed(0)
     net, to_input = build_network(settings, torch.device("cpu"))
