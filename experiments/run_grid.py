@@ -171,7 +171,7 @@ PLAN: list[tuple[str, list[str] | None, Budget]] = [
     # The same run continued to 400 iterations: the 10-cloud asset (ASSETS) that `final` evaluates.
     ("convnet", ["realinit-10"], Budget(400, 300, 3, "400")),
     ("final", None, Budget()),
-    ("me-convnet", ["h1", "h2", "bg-h1"], Budget(300, 300, 3, "300")),
+    ("me-convnet", ["h1", "h2", "bg-h1", "bg-h1-aug"], Budget(300, 300, 3, "300")),
     ("cross-arch", None, Budget()),
 ]
 
