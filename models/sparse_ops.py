@@ -58,20 +58,23 @@ def pool_map(manager: Any, in_key: Any, out_key: Any, num_in: int, num_out: int,
     return PoolMap(table.to(device))
 
 
-def sparse_conv(features: torch.Tensor, kernel: torch.Tensor, cmap: ConvMap) -> torch.Tensor:
-    """out[i] = sum_k features[in(i, k)] @ kernel[k]: one gather and one matmul."""
+def gather_rows(features: torch.Tensor, table: torch.Tensor, fill: float = 0.0) -> torch.Tensor:
+    """features[table] as [*table.shape, C], where index ``len(features)`` reads a row of ``fill``."""
     # index_select rather than advanced indexing: its backward is index_add, much faster on the CPU than
     # the accumulating index_put that advanced indexing falls back to.
-    padded = torch.cat([features, features.new_zeros(1, features.shape[1])])
-    gathered = padded.index_select(0, cmap.table.reshape(-1)).view(*cmap.table.shape, -1)  # [n_out, K, Cin]
+    padded = torch.cat([features, features.new_full((1, features.shape[1]), fill)])
+    return padded.index_select(0, table.reshape(-1)).view(*table.shape, -1)
+
+
+def sparse_conv(features: torch.Tensor, kernel: torch.Tensor, cmap: ConvMap) -> torch.Tensor:
+    """out[i] = sum_k features[in(i, k)] @ kernel[k]: one gather and one matmul."""
+    gathered = gather_rows(features, cmap.table)  # [n_out, K, Cin]
     weight = kernel.index_select(0, cmap.offsets)  # [K_used, Cin, Cout]
     return gathered.flatten(1) @ weight.flatten(0, 1)
 
 
 def sparse_max_pool(features: torch.Tensor, pmap: PoolMap) -> torch.Tensor:
-    padded = torch.cat([features, features.new_full((1, features.shape[1]), float("-inf"))])
-    gathered = padded.index_select(0, pmap.table.reshape(-1)).view(*pmap.table.shape, -1)
-    return gathered.max(dim=1).values
+    return gather_rows(features, pmap.table, float("-inf")).max(dim=1).values
 
 
 def instance_norm(features: torch.Tensor, batch: torch.Tensor, num_batches: int, weight: torch.Tensor,
@@ -108,18 +111,19 @@ def planar_conv_map(manager: Any, key: Any, coords: torch.Tensor, stride: int, d
 def sparse_conv2d(features: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
                   table: torch.Tensor) -> torch.Tensor:
     """``nn.Conv2d``'s 3x3 weight [Cout, Cin, 3, 3] applied over a ``planar_conv_map`` table."""
-    padded = torch.cat([features, features.new_zeros(1, features.shape[1])])
-    gathered = padded.index_select(0, table.reshape(-1)).view(len(table), -1)  # [n, 9 * Cin], offset-major
-    out = gathered @ weight.permute(2, 3, 1, 0).reshape(-1, weight.shape[0])
+    out = gather_rows(features, table).flatten(1) @ _window_matrix(weight)  # [n, 9 * Cin], offset-major
     return out if bias is None else out + bias
+
+
+def _window_matrix(weight: torch.Tensor) -> torch.Tensor:
+    """Conv2d weight [Cout, Cin, 3, 3] as [9 * Cin, Cout], rows in ``planar_conv_map``'s offset order."""
+    return weight.permute(2, 3, 1, 0).reshape(-1, weight.shape[0])
 
 
 def sparse_avg_pool(features: torch.Tensor, pmap: PoolMap) -> torch.Tensor:
     """Mean over each output's present inputs (MinkowskiAvgPooling); with all inputs present, AvgPool2d(2)."""
-    n = len(features)
-    padded = torch.cat([features, features.new_zeros(1, features.shape[1])])
-    summed = padded.index_select(0, pmap.table.reshape(-1)).view(*pmap.table.shape, -1).sum(1)
-    counts = (pmap.table < n).sum(1, keepdim=True).clamp(min=1).to(features.dtype)
+    summed = gather_rows(features, pmap.table).sum(1)
+    counts = (pmap.table < len(features)).sum(1, keepdim=True).clamp(min=1).to(features.dtype)
     return summed / counts
 
 
@@ -143,12 +147,9 @@ def background_conv2d(features: torch.Tensor, background: torch.Tensor, batch: t
                       ) -> tuple[torch.Tensor, torch.Tensor]:
     """``sparse_conv2d`` where absent in-domain neighbours hold their sample's background (the domain's own
     padding stays 0); returns the present voxels' output and the new background (an all-background window)."""
-    n, cin = features.shape
-    padded = torch.cat([features, features.new_zeros(1, cin)])
-    gathered = padded.index_select(0, table.reshape(-1)).view(n, 9, cin)
-    fill = ((table == n) & in_domain).unsqueeze(-1).to(features.dtype)
-    gathered = gathered + fill * background.index_select(0, batch).unsqueeze(1)
-    out = gathered.view(n, -1) @ weight.permute(2, 3, 1, 0).reshape(-1, weight.shape[0]) + bias
+    fill = ((table == len(features)) & in_domain).unsqueeze(-1).to(features.dtype)
+    gathered = gather_rows(features, table) + fill * background.index_select(0, batch).unsqueeze(1)
+    out = gathered.flatten(1) @ _window_matrix(weight) + bias
     return out, background @ weight.sum((2, 3)).T + bias
 
 
@@ -170,8 +171,6 @@ def background_instance_norm(features: torch.Tensor, background: torch.Tensor, b
 def background_avg_pool(features: torch.Tensor, background: torch.Tensor, out_batch: torch.Tensor,
                         pmap: PoolMap, window: int = 4) -> torch.Tensor:
     """AvgPool2d(2) over present inputs plus the background for the absent ones of each window."""
-    n = len(features)
-    padded = torch.cat([features, features.new_zeros(1, features.shape[1])])
-    summed = padded.index_select(0, pmap.table.reshape(-1)).view(*pmap.table.shape, -1).sum(1)
-    absent = (window - (pmap.table < n).sum(1, keepdim=True)).to(features.dtype)
+    summed = gather_rows(features, pmap.table).sum(1)
+    absent = (window - (pmap.table < len(features)).sum(1, keepdim=True)).to(features.dtype)
     return (summed + absent * background.index_select(0, out_batch)) / window
