@@ -30,7 +30,7 @@ from dd3d.outputs import (
     restore_checkpoint,
     setup_console_logging,
 )
-from dd3d.pointsets import RealClouds, binarize, occupancy_to_images, points_to_images
+from dd3d.pointsets import RealClouds, binarize, occupancy_to_images, project_points
 from dd3d.runtime import StopRequest, resolve_device, seed_everything
 from models.minkowski import MinkowskiUnavailable
 
@@ -41,10 +41,13 @@ def baseline_set(name: str, real: RealClouds, settings: Settings) -> torch.Tenso
     """Points [10 * K, N, 3] of a baseline made of real training digits (seeded by --seed)."""
     generator = torch.Generator().manual_seed(settings.seed)
     if name == "random-real":
-        return real.per_class(settings.cad_per_class, generator)
-    if name == "herding":
-        return real.herding(settings.cad_per_class)
-    return real.class_means(settings.cad_per_class, generator)
+        points = real.per_class(settings.cad_per_class, generator)
+    elif name == "herding":
+        points = real.herding(settings.cad_per_class)
+    else:
+        points = real.class_means(settings.cad_per_class, generator)
+    # Pixels at their cell centres: the splat projection then draws each wholly in its own cell (binary: same).
+    return points + torch.tensor([0.0, 0.5, 0.5]) if settings.eval_projection == "splat" else points
 
 
 def one_line(error: Exception) -> str:
@@ -100,7 +103,7 @@ def run(argv: Sequence[str] | None = None) -> int:
     test_labels = data.test_labels[:n_test].to(device)
 
     def evaluate(points: torch.Tensor, labels: torch.Tensor, iteration: int) -> None:
-        start, images = time.perf_counter(), points_to_images(points)
+        start, images = time.perf_counter(), project_points(points, settings.eval_projection)
         result = evaluate_set(images, labels.to(device), test_images, test_labels, settings,
                               seed=settings.seed * 100_003 + iteration)
         record.add_evaluation(iteration, images, labels, result, time.perf_counter() - start)

@@ -4,10 +4,15 @@ machine's own floor, measured side by side in one run. Prints one JSON object.
     .venv/bin/python benchmarks/bench.py [--device cpu|cuda] [--quick]
 
 * paths: seconds per outer iteration (median after warm-up) of the project's PyTorch and MinkowskiEngine
-  paths at the default configuration (10 classes x 256 real digits, 1 cloud x 250 points, modmse,
-  second-order terms included);
+  paths at the seed's configuration (configs/seed.ini: 10 classes x 256 real digits, 1 cloud x 250 points,
+  modmse, second-order terms included);
+* seed_code: the seed's own ``mnist_distill.py`` on the same machine in the same run, per path
+  (``../shared/tools/seed_bench.sh``; needs the seed's git dir, ``fetch github:kghandour/dd3d``; skipped when
+  absent), and each path's speed-up over it;
 * reference: the seed's way of doing the same per class -- the literal Conv3d grid for the PyTorch path
   (same math); ME's own modules for the ME path (first-order only, as the seed ran it: timed, not equal);
+* configurations: the default configuration (configs/default.ini, the MinkowskiEngine ConvNet) and the best
+  dense mode (configs/convnet.ini), seconds per iteration with their floors;
 * floor: FLOPs of one outer iteration (torch.utils.flop_counter) / this machine's sgemm speed measured
   here; each path's ratio to it;
 * evaluation: one DC ConvNet trained for the default epochs on 10 images, plus the 10 000-digit test pass;
@@ -22,9 +27,11 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import resource
 import statistics
+import subprocess
 import sys
 import time
 from collections.abc import Callable
@@ -40,6 +47,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from configs.settings import REPO_ROOT, load_settings  # noqa: E402
 
 SEED_INI = REPO_ROOT / "configs" / "seed.ini"  # the paths are timed on the seed's method, beside its code
+SEED_BENCH = REPO_ROOT.parent / "shared" / "tools" / "seed_bench.sh"
+SEED_GIT = Path("/work/.mirror/kghandour+dd3d/repo")  # where the search tool's fetch puts the seed
+# Configurations timed beside the seed's: name -> CLI arguments.
+CONFIGURATIONS = {"default (ME ConvNet)": ["--config", str(REPO_ROOT / "configs" / "default.ini")],
+                  "dense ConvNet (configs/convnet.ini)": ["--config", str(REPO_ROOT / "configs" / "convnet.ini")]}
 from dd3d.distill import Distiller, build_network  # noqa: E402
 from dd3d.evaluate import ModelStack, make_models, test_accuracy, test_stack, train_model, train_stack  # noqa: E402
 from dd3d.mnist import load_mnist  # noqa: E402
@@ -120,26 +132,44 @@ class SeedReference:
         d.optimizer.step()
 
 
-def bench_path(pytorch: bool, data, device: torch.device, repeats: int, ref_repeats: int,
-               flops_per_s: float, me: object | None) -> dict:
-    flag = "--pytorch" if pytorch else "--no-pytorch"
-    settings = load_settings(["--config", str(SEED_INI), flag, "--device", device.type])  # the seed's method
+def make_distiller(cli: list[str], data, device: torch.device) -> Distiller:
+    settings = load_settings([*cli, "--device", device.type])
     torch.manual_seed(0)
     net, to_input = build_network(settings, device)
     real = RealClouds(data.train_images, data.train_labels, settings.threshold, settings.num_points)
-    distiller = Distiller(net, to_input, real, settings, device, torch.Generator().manual_seed(0))
+    return Distiller(net, to_input, real, settings, device, torch.Generator().manual_seed(0))
+
+
+def bench_distiller(distiller: Distiller, device: torch.device, repeats: int, flops_per_s: float) -> dict:
+    """Seconds per outer iteration (median after one warm-up), its FLOPs and the floor they give."""
     fast = timed(distiller.step, repeats, 1, device)
     flops = count_flops(distiller.step)
-    reference = SeedReference(distiller, pytorch, me)
-    ref = timed(reference.step, ref_repeats, 1, device)
     floor = flops / flops_per_s
-    return {
-        "seconds_per_iteration": statistics.median(fast), "samples": fast,
-        "reference_seconds_per_iteration": statistics.median(ref), "reference_samples": ref,
-        "speedup_vs_reference": statistics.median(ref) / statistics.median(fast),
-        "flops_per_iteration": flops, "floor_seconds": floor,
-        "ratio_to_floor": statistics.median(fast) / floor, "depth": settings.net_depth,
-    }
+    return {"seconds_per_iteration": statistics.median(fast), "samples": fast, "flops_per_iteration": flops,
+            "floor_seconds": floor, "ratio_to_floor": statistics.median(fast) / floor,
+            "depth": distiller.settings.net_depth}
+
+
+def bench_path(pytorch: bool, data, device: torch.device, repeats: int, ref_repeats: int,
+               flops_per_s: float, me: object | None) -> dict:
+    distiller = make_distiller(["--config", str(SEED_INI), "--pytorch" if pytorch else "--no-pytorch"], data, device)
+    out = bench_distiller(distiller, device, repeats, flops_per_s)
+    ref = timed(SeedReference(distiller, pytorch, me).step, ref_repeats, 1, device)
+    return {**out, "reference_seconds_per_iteration": statistics.median(ref), "reference_samples": ref,
+            "speedup_vs_reference": statistics.median(ref) / out["seconds_per_iteration"]}
+
+
+def bench_seed_code(seed_git: Path, python: str, pytorch: bool, iterations: int) -> dict:
+    """The seed's own mnist_distill.py, timed per outer iteration by seed_bench.sh (median of iterations 2..N)."""
+    work = Path.home() / ".cache" / "seed_bench" / ("bench" + python.replace("/", "_"))  # one per interpreter
+    env = {**os.environ, "SEED_BENCH_DIR": str(work)}
+    cmd = ["bash", str(SEED_BENCH), str(seed_git), python, str(iterations), *(["--pytorch"] if pytorch else [])]
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
+    lines = [line for line in proc.stdout.splitlines() if line.startswith("{")]
+    if proc.returncode != 0 or not lines:
+        return {"error": (proc.stderr.strip() or proc.stdout.strip())[-300:]}
+    result = json.loads(lines[-1])
+    return {"seconds_per_iteration": result["s_per_it"], "samples": result["all"], "python": python}
 
 
 def bench_evaluation(data, device: torch.device, epochs: int, flops_per_s: float) -> dict:
@@ -231,6 +261,10 @@ def main() -> int:
     p.add_argument("--only-architectures", action="store_true",
                    help="only the sgemm speed and the evaluation architectures")
     p.add_argument("--eval-models", type=int, default=5, help="models per architecture in the loop/batched timing")
+    p.add_argument("--seed-git", type=Path, default=SEED_GIT,
+                   help="the seed's git dir: its own code is timed beside each path when it exists")
+    p.add_argument("--seed-python", default=sys.executable, help="interpreter that runs the seed's code")
+    p.add_argument("--seed-iterations", type=int, default=4, help="outer iterations of the seed's code per path")
     args = p.parse_args()
     device = torch.device(args.device)
     data = load_mnist(load_settings([]).dataset_dir)
@@ -247,9 +281,18 @@ def main() -> int:
         "sgemm_gflops": speed / 1e9,
     }
     if not args.only_architectures:
-        out["pytorch"] = bench_path(True, data, device, repeats, ref_repeats, speed, me)
+        paths = {"pytorch": True} | ({"minkowski": False} if me is not None else {})
+        for name, pytorch in paths.items():
+            out[name] = bench_path(pytorch, data, device, repeats, ref_repeats, speed, me)
+            if args.seed_git.is_dir() and SEED_BENCH.is_file() and device.type == "cpu":
+                seed = bench_seed_code(args.seed_git, args.seed_python, pytorch, args.seed_iterations)
+                out[name]["seed_code"] = seed
+                if "seconds_per_iteration" in seed:
+                    ratio = seed["seconds_per_iteration"] / out[name]["seconds_per_iteration"]
+                    out[name]["speedup_vs_seed_code"] = ratio
         if me is not None:
-            out["minkowski"] = bench_path(False, data, device, repeats, ref_repeats, speed, me)
+            out["configurations"] = {name: bench_distiller(make_distiller(cli, data, device), device, repeats, speed)
+                                     for name, cli in CONFIGURATIONS.items()}
         out["evaluation_model"] = bench_evaluation(data, device, 50 if args.quick else 1000, speed)
     if args.architectures != "none":
         archs = load_settings(["--architectures", args.architectures]).eval_architectures

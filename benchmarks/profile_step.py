@@ -1,6 +1,6 @@
 """Where one outer iteration spends its time: torch.profiler's top operators for one path.
 
-    .venv/bin/python benchmarks/profile_step.py [--pytorch] [--rows 15]
+    .venv/bin/python benchmarks/profile_step.py [--config configs/default.ini] [--pytorch] [--rows 15]
 """
 
 from __future__ import annotations
@@ -22,11 +22,12 @@ from dd3d.pointsets import RealClouds  # noqa: E402
 
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--config", default=str(REPO_ROOT / "configs" / "seed.ini"))
     p.add_argument("--pytorch", action="store_true")
     p.add_argument("--rows", type=int, default=15)
     args = p.parse_args()
-    settings = load_settings(["--config", str(REPO_ROOT / "configs" / "seed.ini"),
-                              "--pytorch" if args.pytorch else "--no-pytorch", "--device", "cpu"])
+    path_flag = ["--pytorch"] if args.pytorch else []
+    settings = load_settings(["--config", args.config, *path_flag, "--device", "cpu"])
     data = load_mnist(settings.dataset_dir)
     torch.manual_seed(0)
     net, to_input = build_network(settings, torch.device("cpu"))

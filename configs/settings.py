@@ -26,6 +26,7 @@ BASELINES = ("random-real", "class-mean", "herding")
 # is the headline figure; "all" lists every one, ConvNet first.
 ARCHITECTURES = ("convnet", "mlp", "lenet", "alexnet", "vgg11", "resnet18")
 BATCHED = ("auto", "true", "false")
+PROJECTIONS = ("binary", "splat")
 
 
 class SettingsError(ValueError):
@@ -82,6 +83,7 @@ class Settings:
     eval_architectures: tuple[str, ...]
     eval_architecture_lr: str
     eval_batched: str
+    eval_projection: str
 
     def eval_lr(self, architecture: str) -> float:
         """Learning rate of an evaluation architecture: EVALUATION.architecture_lr, else MODEL.classifier_lr."""
@@ -161,6 +163,7 @@ SCHEMA: dict[str, dict[str, tuple[str, str]]] = {
         "architectures": ("eval_architectures", _RAW),
         "architecture_lr": ("eval_architecture_lr", _STR),
         "batched": ("eval_batched", _STR),
+        "projection": ("eval_projection", _STR),
     },
 }
 
@@ -426,6 +429,7 @@ def _validate(s: Settings) -> None:
     check(s.eval_weight_decay >= 0, "EVALUATION", "weight_decay", s.eval_weight_decay, ">= 0")
     check(0 <= s.test_size <= 10000, "EVALUATION", "test_size", s.test_size, "0-10000")
     check(s.eval_batched in BATCHED, "EVALUATION", "batched", s.eval_batched, "/".join(BATCHED))
+    check(s.eval_projection in PROJECTIONS, "EVALUATION", "projection", s.eval_projection, "/".join(PROJECTIONS))
     _parse_architecture_lr(s.eval_architecture_lr)
 
 
@@ -497,12 +501,13 @@ RESUMABLE_CHANGES = frozenset({
     "dataset_dir", "distillation_checkpoint_dir",
     "classifier_lr", "eval_models", "eval_epochs", "eval_batch_size", "eval_momentum", "eval_weight_decay",
     "augment", "augment_test", "test_size", "eval_architectures", "eval_architecture_lr", "eval_batched",
+    "eval_projection",
 })
 
 
 # Keys newer than some checkpoints: a checkpoint without one ran with this value (the earlier behaviour).
 KEYS_ADDED_LATER = {"network": "seed", "matched_layers": "all", "halo": 1, "augment_match": False,
-                    "absent_voxels": "skip"}
+                    "absent_voxels": "skip", "eval_projection": "binary"}
 
 
 def check_resumable(saved: dict[str, Any], settings: Settings) -> None:

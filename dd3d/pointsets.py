@@ -163,6 +163,47 @@ def bilinear_corners(points: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 SPLAT_LOW, SPLAT_HIGH = 0.5, IMAGE_SIZE - 0.5
 
 
+def splat_cells(points: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Flattened in-grid (cloud, row, col) cells and weights of the bilinear splat (see ``bilinear_corners``).
+
+    All four corners are kept, even with weight 0 (a point exactly at a cell centre): their weights still
+    have a gradient, which is what lets a point move into a neighbouring cell.
+    """
+    b = points.shape[0]
+    cells, weights = bilinear_corners(points)
+    batch = torch.arange(b, device=points.device).view(b, 1, 1).expand(weights.shape)
+    keep = ((cells >= 0) & (cells < IMAGE_SIZE)).all(-1)
+    return batch[keep], cells[keep], weights[keep]
+
+
+def soft_union(index: torch.Tensor, weights: torch.Tensor, size: int) -> torch.Tensor:
+    """Occupancy of each cell: 1 - prod_i (1 - (1 - eps) w_i), a differentiable union of the points' shares.
+
+    It is ~1 for a real pixel however many duplicate points it holds, saturates smoothly when synthetic
+    points pile up, and, unlike a clamp at 1, keeps a gradient for every point.
+    """
+    log_empty = torch.log1p(-(1 - SPLAT_EPS) * weights)
+    return -torch.expm1(weights.new_zeros(size).index_add(0, index, log_empty))
+
+
+SPLAT_EPS = 1e-3
+
+
+def splat_images(points: torch.Tensor) -> torch.Tensor:
+    """Splat projection: occupancy [B, 1, 28, 28] of the points' bilinear shares (``soft_union``); what the
+    splatting networks see, and the gray image the ``splat`` evaluation projection trains on."""
+    b = points.shape[0]
+    batch, cells, weights = splat_cells(points)
+    flat = (batch * IMAGE_SIZE + cells[:, 0]) * IMAGE_SIZE + cells[:, 1]
+    return soft_union(flat, weights, b * IMAGE_SIZE * IMAGE_SIZE).view(b, 1, IMAGE_SIZE, IMAGE_SIZE)
+
+
+def project_points(points: torch.Tensor, projection: str) -> torch.Tensor:
+    """Synthetic clouds as the evaluation's images: ``binary`` (``points_to_images``) or ``splat``
+    (``splat_images``, detached)."""
+    return splat_images(points.detach()) if projection == "splat" else points_to_images(points)
+
+
 MATCH_SHIFT_PX, MATCH_SCALE, MATCH_ROTATE_DEG = 4.0, 1.2, 15.0
 
 

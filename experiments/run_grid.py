@@ -101,19 +101,28 @@ GRIDS: dict[str, dict[str, list[str]]] = {
             *MECONVNET, "--set", f"MODEL.halo={halo}", "--set", f"MODEL.absent_voxels={'background' if bg else 'skip'}",
             *(["--set", "DISTILLATION.augment_match=true", "--architectures", "convnet,mlp,lenet"] if aug else [])]
         for bg in (False, True) for halo in (0, 1, 2) for aug in (False, True)
+    } | {
+        # Ten clouds per class, started from real digits as DC does (the dense grid's best start at ten).
+        "bg-h1-aug-realinit-10": [*MECONVNET, "--set", "MODEL.halo=1", "--set", "MODEL.absent_voxels=background",
+                                  "--set", "DISTILLATION.augment_match=true", "--architectures", "convnet,mlp,lenet",
+                                  *REAL_INIT, "--clouds-per-class", "10"],
     },
     # The default command itself (configs/default.ini, no flags), timed end to end by its results.json.
     "default": {"1cpc": []},
     # One cloud per class across architectures (the cheap ones on this CPU): the distilled sets and the
     # baselines of the same size, by the default protocol (5 models x 1000 epochs, clean test digits).
+    # The first rows trained on the binary projection (the only one then); `-splat` rows on the splat image.
     "cross-arch": {
-        name: [*flags, "--architectures", "convnet,mlp,lenet"] for name, flags in {
-            "me-convnet": ["--eval-only", "assets/mnist_1cpc_me_convnet.pt"],
-            "convnet": ["--eval-only", "assets/mnist_1cpc_convnet.pt"],
-            "class-mean": ["--baseline", "class-mean"],
-            "random-real": ["--baseline", "random-real"],
-            "herding": ["--baseline", "herding"],
-        }.items()
+        name: [*flags, "--architectures", "convnet,mlp,lenet", "--set", f"EVALUATION.projection={projection}"]
+        for name, flags, projection in (
+            ("me-convnet", ["--eval-only", "assets/mnist_1cpc_me_convnet.pt"], "binary"),
+            ("convnet", ["--eval-only", "assets/mnist_1cpc_convnet.pt"], "binary"),
+            ("class-mean", ["--baseline", "class-mean"], "binary"),
+            ("random-real", ["--baseline", "random-real"], "binary"),
+            ("herding", ["--baseline", "herding"], "binary"),
+            ("me-convnet-aug-splat", ["--eval-only", "assets/mnist_1cpc_me_convnet_aug.pt"], "splat"),
+            ("convnet-splat", ["--eval-only", "assets/mnist_1cpc_convnet.pt"], "splat"),
+        )
     },
     # The assets (best sets) under the default protocol: 5 fresh models x 1000 epochs.
     "final": {

@@ -1,6 +1,7 @@
 """The seed's own code against this project's faithful mode (configs/seed.ini), at the same iterations.
 
     .venv/bin/python experiments/seed_faithfulness.py SEED_GIT_DIR PYTHON LABEL [--iterations 250] [--at 0,100]
+    .venv/bin/python experiments/seed_faithfulness.py --table    # the README's side-by-side table
 
 Runs the seed's own ``mnist_distill.py`` (kghandour/dd3d, fetched; ``../shared/tools/seed_bench.sh`` unpacks it,
 stubs open3d, writes MNIST locally and saves its synthetic set at the chosen iterations) with the interpreter
@@ -62,7 +63,38 @@ def evaluate(path: Path, label: str, pytorch: bool) -> dict:
     return {"set": path.name, "mean": e["mean"], "std": e["std"], "run": str(run_dir.relative_to(ROOT))}
 
 
+def side_by_side() -> str:
+    """Markdown: accuracy at each iteration of the seed's code per stack and of the faithful mode, with commands."""
+    rows: dict[str, dict[int, str]] = {}
+    commands: dict[str, set[str]] = {}
+    for path in sorted(RUNS.glob("*/results.json")):
+        r = json.loads(path.read_text())
+        if "seed_code" not in r:
+            continue
+        label = f"seed's code, {r['seed_code']['label']}"
+        e = r["evaluations"][-1]
+        rows.setdefault(label, {})[int(r["iteration"])] = f"{100 * e['mean']:.1f} ± {100 * e['std']:.1f}"
+        commands.setdefault(label, set()).add(
+            f"experiments/seed_faithfulness.py SEED_GIT_DIR PYTHON {r['seed_code']['label']} --iterations 250")
+    for path in sorted((ROOT / "experiments" / "runs" / "seed-faithful").glob("*/results.json")):
+        r = json.loads(path.read_text())
+        for e in r["evaluations"]:
+            rows.setdefault("this project, configs/seed.ini", {})[int(e["iteration"])] = (
+                f"{100 * e['mean']:.1f} ± {100 * e['std']:.1f}")
+        commands.setdefault("this project, configs/seed.ini", set()).add(r.get("command", ""))
+    iterations = sorted({i for by_iteration in rows.values() for i in by_iteration})
+    lines = ["| | " + " | ".join(f"it. {i}" for i in iterations) + " | command |",
+             "| --- | " + " | ".join("---" for _ in iterations) + " | --- |"]
+    for label, by_iteration in rows.items():
+        cells = " | ".join(by_iteration.get(i, "–") for i in iterations)
+        lines.append(f"| {label} | {cells} | " + "; ".join(f"`{c}`" for c in sorted(commands[label])) + " |")
+    return "\n".join(lines)
+
+
 def main() -> int:
+    if sys.argv[1:] == ["--table"]:
+        print(side_by_side())
+        return 0
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("seed_git", help="the seed repository's git dir (fetch github:kghandour/dd3d)")
     p.add_argument("python", help="interpreter that runs the seed's code")

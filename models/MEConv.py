@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from dd3d.pointsets import bilinear_corners
+from dd3d.pointsets import soft_union, splat_cells, splat_images
 from models.minkowski import import_minkowski
 from models.MNIST import ConvNet
 from models.sparse_ops import (
@@ -33,6 +33,7 @@ from models.sparse_ops import (
     sparse_avg_pool,
     sparse_conv,
     sparse_conv2d,
+    sparse_linear,
     sparse_max_pool,
     window_in_domain,
 )
@@ -171,57 +172,27 @@ class MEConvExp(nn.Module):
         return self._dense_linear(feats, coords.to(device), stride, x.batch_size)
 
     def _dense_linear(self, feats: torch.Tensor, coords: torch.Tensor, stride: int, batch_size: int) -> torch.Tensor:
-        # Equal to Linear(flatten(dense [B, C, 1, 28, 28])), with the voxel at (h, w) / stride: instead of
-        # building the mostly empty grid, each voxel meets the Linear columns of its own cell.
-        cell = (coords[:, 2] // stride) * GRID + coords[:, 3] // stride
-        weight = self.classifier.weight.view(self.classifier.out_features, -1, GRID * GRID)  # [10, C, 784]
-        per_cell = weight.permute(2, 1, 0).index_select(0, cell)  # [n, C, 10]
-        per_voxel = (feats.unsqueeze(2) * per_cell).sum(1)
-        logits = per_voxel.new_zeros(batch_size, self.classifier.out_features).index_add(0, coords[:, 0], per_voxel)
-        return logits + self.classifier.bias
+        # Equal to Linear(flatten(dense [B, C, 1, 28, 28])) with the voxel at (h, w) / stride: only the
+        # ceil(28 / stride)^2 cells a strided voxel can land in have columns that ever meet a feature.
+        side = -(-GRID // stride)
+        used = (torch.arange(side, device=feats.device).unsqueeze(1) * GRID
+                + torch.arange(side, device=feats.device)).flatten()
+        weight = self.classifier.weight.view(self.classifier.out_features, -1, GRID * GRID).index_select(2, used)
+        cell = (coords[:, 2] // stride) * side + coords[:, 3] // stride
+        return sparse_linear(feats, coords[:, 0], cell, batch_size, weight, self.classifier.bias)
 
 
-def _splat_cells(points: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Flattened in-grid (cloud, row, col) cells and weights of the bilinear splat (see ``bilinear_corners``).
-
-    All four corners are kept, even with weight 0 (a point exactly at a cell centre): their weights still
-    have a gradient, which is what lets a point move into a neighbouring cell.
-    """
-    b = points.shape[0]
-    cells, weights = bilinear_corners(points)
-    batch = torch.arange(b, device=points.device).view(b, 1, 1).expand(weights.shape)
-    keep = ((cells >= 0) & (cells < GRID)).all(-1)
-    return batch[keep], cells[keep], weights[keep]
-
-
-def _soft_union(index: torch.Tensor, weights: torch.Tensor, size: int) -> torch.Tensor:
-    """Occupancy of each cell: 1 - prod_i (1 - (1 - eps) w_i), a differentiable union of the points' shares.
-
-    It is ~1 for a real pixel however many duplicate points it holds, saturates smoothly when synthetic
-    points pile up, and, unlike a clamp at 1, keeps a gradient for every point.
-    """
-    log_empty = torch.log1p(-(1 - _SPLAT_EPS) * weights)
-    return -torch.expm1(weights.new_zeros(size).index_add(0, index, log_empty))
-
-
-_SPLAT_EPS = 1e-3
-
-
-def create_dense_splat(points: torch.Tensor) -> torch.Tensor:
-    """Splatting mode, dense: occupancy [B, 1, 28, 28] of the points' bilinear shares (``_soft_union``)."""
-    b = points.shape[0]
-    batch, cells, weights = _splat_cells(points)
-    flat = (batch * GRID + cells[:, 0]) * GRID + cells[:, 1]
-    return _soft_union(flat, weights, b * GRID * GRID).view(b, 1, GRID, GRID)
+# The dense networks' splatting input is the splat image itself (the evaluation's ``splat`` projection).
+create_dense_splat = splat_images
 
 
 def create_splat_input_batch(points: torch.Tensor) -> SparseBatch:
     """Splatting mode, sparse: every cell a cloud's points share into, as unique voxels with occupancy."""
     ME = import_minkowski()
     b = points.shape[0]
-    batch, cells, weights = _splat_cells(points)
+    batch, cells, weights = splat_cells(points)
     keys, inverse = torch.unique((batch * GRID + cells[:, 0]) * GRID + cells[:, 1], return_inverse=True)
-    occupancy = _soft_union(inverse, weights, len(keys)).unsqueeze(1)
+    occupancy = soft_union(inverse, weights, len(keys)).unsqueeze(1)
     voxels = torch.stack([keys // (GRID * GRID), torch.zeros_like(keys), (keys // GRID) % GRID, keys % GRID], 1)
     return _sparse_batch(ME, voxels, occupancy, b)
 
@@ -236,14 +207,14 @@ FULL_HALO = CONVNET_DOMAIN
 def create_splat_halo_batch(points: torch.Tensor, halo: int) -> SparseBatch:
     """Splatted occupancy as sparse voxels in the ConvNet's 32 x 32 domain, plus a halo of empty voxels.
 
-    Every cell a cloud's points share into carries its occupancy (``_soft_union``); every cell within
+    Every cell a cloud's points share into carries its occupancy (``soft_union``); every cell within
     ``halo`` cells (Chebyshev distance) of one is added with occupancy 0, clipped to the domain, so the
     stride-1 convolutions can write around the cloud. ``halo >= 32`` (``FULL_HALO``) makes every cloud the
     full domain: the network then equals the dense ConvNet.
     """
     ME = import_minkowski()
     b = points.shape[0]
-    batch, cells, weights = _splat_cells(points)
+    batch, cells, weights = splat_cells(points)
     cells = cells + CONVNET_PAD
     if halo > 0:
         keys = torch.unique((batch * CONVNET_DOMAIN + cells[:, 0]) * CONVNET_DOMAIN + cells[:, 1])
@@ -259,7 +230,7 @@ def create_splat_halo_batch(points: torch.Tensor, halo: int) -> SparseBatch:
         weights = torch.cat([weights, weights.new_zeros(int(inside.sum()))])
     keys, inverse = torch.unique((batch * CONVNET_DOMAIN + cells[:, 0]) * CONVNET_DOMAIN + cells[:, 1],
                                  return_inverse=True)
-    occupancy = _soft_union(inverse, weights, len(keys)).unsqueeze(1)
+    occupancy = soft_union(inverse, weights, len(keys)).unsqueeze(1)
     square = CONVNET_DOMAIN * CONVNET_DOMAIN
     voxels = torch.stack([keys // square, torch.zeros_like(keys), (keys // CONVNET_DOMAIN) % CONVNET_DOMAIN,
                           keys % CONVNET_DOMAIN], 1)
@@ -318,15 +289,12 @@ class MEConvNet(ConvNet):
                      else sparse_avg_pool(feats, pmap))
             key, coords, stride = out_key, out_coords, stride * 2
         coords = coords.to(device)
-        # Linear(flatten(dense [B, C, S, S])) without the dense grid: each voxel meets its cell's columns, and
-        # every cell, present or not, holds the background (0 when skipping absent voxels).
+        # Linear(flatten(dense [B, C, S, S])): every cell, present or not, holds the background (0 when skipping
+        # absent voxels), so the present voxels enter as their difference from it.
         s = self.final_size
         cell = (coords[:, 2] // stride) * s + coords[:, 3] // stride
         weight = self.classifier.weight.view(self.classifier.out_features, -1, s * s)  # [10, C, S*S]
         if self.background:
             feats = feats - background.index_select(0, coords[:, 0])
-        per_voxel = torch.einsum("nc,ncj->nj", feats, weight.permute(2, 1, 0).index_select(0, cell))
-        logits = per_voxel.new_zeros(x.batch_size, self.classifier.out_features).index_add(0, coords[:, 0], per_voxel)
-        if self.background:
-            logits = logits + background @ weight.sum(2).T
-        return logits + self.classifier.bias
+        logits = sparse_linear(feats, coords[:, 0], cell, x.batch_size, weight, self.classifier.bias)
+        return logits + background @ weight.sum(2).T if self.background else logits

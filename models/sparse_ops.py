@@ -127,6 +127,19 @@ def sparse_avg_pool(features: torch.Tensor, pmap: PoolMap) -> torch.Tensor:
     return summed / counts
 
 
+def sparse_linear(features: torch.Tensor, batch: torch.Tensor, cell: torch.Tensor, batch_size: int,
+                  weight: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
+    """``Linear`` over each sample's dense [C, cells] grid (flattened channel-major) holding only these voxels.
+
+    ``weight`` is the Linear's weight viewed [out, C, cells]. The voxels are written into a dense
+    [B, cells, C] grid (one index_add: a voxel's (sample, cell) is unique) and met by one matmul: no per-voxel
+    copy of the weight columns, which is memory-bound and doubles in the matching's second-order pass.
+    """
+    out_features, channels, cells = weight.shape
+    dense = features.new_zeros(batch_size * cells, channels).index_add(0, batch * cells + cell, features)
+    return dense.view(batch_size, cells * channels) @ weight.permute(2, 1, 0).reshape(-1, out_features) + bias
+
+
 # Background mode: an absent voxel is empty space, and holds what the dense network computes there. Away from the
 # cloud that is one value per sample and channel (the "background"), carried beside the voxel features: a
 # convolution of background gives background, instance norm counts the absent cells of the whole domain, and

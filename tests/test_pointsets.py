@@ -7,6 +7,7 @@ from dd3d.pointsets import (
     constrain_,
     pixel_indices_to_points,
     points_to_images,
+    project_points,
 )
 from models.MEConv import create_dense_batch
 
@@ -108,3 +109,15 @@ def test_match_augmentation_is_one_rigid_or_scaling_draw_applied_alike():
     syn = pts[:1].clone().requires_grad_()
     transform_points(syn, a, t).sum().backward()
     assert syn.grad is not None and syn.grad[..., 1:].abs().sum() > 0
+
+
+def test_splat_projection_is_gray_between_cells_and_binary_at_cell_centres(mnist):
+    occ = binarize(mnist.train_images[:8], 75)
+    centres = pixel_indices_to_points(capped_pixel_indices(occ, 784)) + torch.tensor([0.0, 0.5, 0.5])
+    splat = project_points(centres, "splat")
+    assert torch.allclose(splat, project_points(centres, "binary"), atol=1e-3)  # real digits: the same image
+    point = torch.tensor([[[0.0, 10.5, 4.0]]], requires_grad=True)  # on the border between columns 3 and 4
+    image = project_points(point, "splat")[0, 0]
+    assert not image.requires_grad
+    assert abs(image[10, 3] - 0.5) < 1e-3 and abs(image[10, 4] - 0.5) < 1e-3 and image.sum() < 1.0
+    assert project_points(point, "binary")[0, 0, 10, 4] == 1.0  # binary: the whole pixel, floor(4.0)
