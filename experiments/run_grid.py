@@ -30,7 +30,7 @@ sys.path.insert(0, str(ROOT))  # run as a script from anywhere: the project's mo
 
 from configs.settings import SettingsError, check_resumable, load_settings  # noqa: E402
 from dd3d.outputs import CHECKPOINT_NAME, CheckpointError, digit_grid, load_checkpoint, save_digit_grid  # noqa: E402
-from dd3d.pointsets import points_to_images  # noqa: E402
+from dd3d.pointsets import project_points  # noqa: E402
 from mnist_distill import EXIT_INTERRUPTED  # noqa: E402
 
 RUNS = ROOT / "experiments" / "runs"
@@ -295,7 +295,8 @@ def export_assets() -> None:
         state = load_checkpoint(done[-1])
         small = {key: state[key] for key in ("points", "labels", "iteration", "settings", "evaluations")}
         torch.save(small, ROOT / "assets" / f"{asset}.pt")
-        grid_image = digit_grid(points_to_images(small["points"]), small["labels"])
+        projection = small["settings"].get("eval_projection", "binary")  # the image its evaluations trained on
+        grid_image = digit_grid(project_points(small["points"], projection), small["labels"])
         save_digit_grid(ROOT / "assets" / f"{asset}.png", grid_image)
         print(f"[asset] assets/{asset}.pt and .png from {done[-1].relative_to(ROOT)}")
 

@@ -172,3 +172,32 @@ def test_meconvexp_matching_gradient_matches_finite_differences(ME, metric):
     torch.manual_seed(0)
     net = MEConvExp(depth=2, width=16).double()
     check_coordinate_derivatives(net, create_input_batch, metric, [(0, 0, 1), (0, 3, 2), (1, 7, 1), (1, 5, 0)])
+
+
+def test_sparse_linear_equals_linear_on_the_dense_grid_to_second_order():
+    # The fused classifier against the plain one: scatter the voxels into the dense [B, C, cells] grid, flatten,
+    # Linear; values, feature gradients and a gradient of a gradient (what the matching differentiates).
+    from models.sparse_ops import sparse_linear
+
+    torch.manual_seed(0)
+    batch_size, channels, cells, n = 3, 4, 9, 11
+    flat = torch.randperm(batch_size * cells)[:n]
+    batch, cell = flat // cells, flat % cells
+    features = torch.randn(n, channels, dtype=torch.float64, requires_grad=True)
+    weight = torch.randn(10, channels * cells, dtype=torch.float64, requires_grad=True)
+    bias = torch.randn(10, dtype=torch.float64)
+
+    def plain(f: torch.Tensor) -> torch.Tensor:
+        dense = f.new_zeros(batch_size, cells, channels).index_put((batch, cell), f)
+        return F.linear(dense.transpose(1, 2).flatten(1), weight, bias)
+
+    def fused(f: torch.Tensor) -> torch.Tensor:
+        return sparse_linear(f, batch, cell, batch_size, weight.view(10, channels, cells), bias)
+
+    def second_order(net) -> torch.Tensor:
+        g_w, = torch.autograd.grad(net(features).logsumexp(1).sum(), weight, create_graph=True)
+        return torch.autograd.grad(g_w.pow(2).sum(), features)[0]
+
+    assert torch.allclose(fused(features), plain(features), atol=1e-12)
+    assert torch.allclose(second_order(fused), second_order(plain), atol=1e-10)
+    assert second_order(plain).abs().max() > 0
