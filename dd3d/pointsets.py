@@ -176,6 +176,9 @@ def splat_cells(points: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch
     return batch[keep], cells[keep], weights[keep]
 
 
+SPLAT_EPS = 1e-3
+
+
 def soft_union(index: torch.Tensor, weights: torch.Tensor, size: int) -> torch.Tensor:
     """Occupancy of each cell: 1 - prod_i (1 - (1 - eps) w_i), a differentiable union of the points' shares.
 
@@ -184,9 +187,6 @@ def soft_union(index: torch.Tensor, weights: torch.Tensor, size: int) -> torch.T
     """
     log_empty = torch.log1p(-(1 - SPLAT_EPS) * weights)
     return -torch.expm1(weights.new_zeros(size).index_add(0, index, log_empty))
-
-
-SPLAT_EPS = 1e-3
 
 
 def splat_images(points: torch.Tensor) -> torch.Tensor:
