@@ -121,3 +121,16 @@ def test_splat_projection_is_gray_between_cells_and_binary_at_cell_centres(mnist
     assert not image.requires_grad
     assert abs(image[10, 3] - 0.5) < 1e-3 and abs(image[10, 4] - 0.5) < 1e-3 and image.sum() < 1.0
     assert project_points(point, "binary")[0, 0, 10, 4] == 1.0  # binary: the whole pixel, floor(4.0)
+
+
+def test_baselines_are_the_same_images_under_either_projection(mnist):
+    from configs.settings import load_settings
+    from mnist_distill import baseline_set
+
+    real = RealClouds(mnist.train_images, mnist.train_labels, 75, 250)
+    images = {}
+    for projection in ("binary", "splat"):
+        settings = load_settings(["--set", f"EVALUATION.projection={projection}"])
+        images[projection] = project_points(baseline_set("herding", real, settings), projection)
+    assert torch.allclose(images["splat"], images["binary"], atol=1e-3)
+    assert images["binary"].sum() > 500  # ten real digits, not an empty image
