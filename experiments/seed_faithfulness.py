@@ -1,7 +1,7 @@
 """The seed's own code against this project's faithful mode (configs/seed.ini), at the same iterations.
 
     .venv/bin/python experiments/seed_faithfulness.py SEED_GIT_DIR PYTHON LABEL [--iterations 250] [--at 0,100]
-    .venv/bin/python experiments/seed_faithfulness.py --table    # the README's side-by-side table
+    .venv/bin/python experiments/seed_faithfulness.py --table    # print and write the README's side-by-side table
 
 Runs the seed's own ``mnist_distill.py`` (kghandour/dd3d, fetched; ``../shared/tools/seed_bench.sh`` unpacks it,
 stubs open3d, writes MNIST locally and saves its synthetic set at the chosen iterations) with the interpreter
@@ -93,7 +93,12 @@ def side_by_side() -> str:
 
 def main() -> int:
     if sys.argv[1:] == ["--table"]:
-        print(side_by_side())
+        table = side_by_side()
+        readme = ROOT / "README.md"
+        start, end = "<!-- faithful:start -->", "<!-- faithful:end -->"
+        head, rest = readme.read_text().split(start, 1)
+        readme.write_text(f"{head}{start}\n{table}\n{end}{rest.split(end, 1)[1]}")
+        print(table)
         return 0
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("seed_git", help="the seed repository's git dir (fetch github:kghandour/dd3d)")
