@@ -11,9 +11,10 @@ def test_defaults_are_dc_convnet_matching_on_the_minkowski_path():
     assert (s.pytorch, s.network, s.net_depth, s.splat, s.reinit_net, s.init) == (False, "me-convnet", 3, True, True,
                                                                                  "mean")
     assert (s.batch_size, s.dist_opt, s.dist_optimizer, s.dist_lr) == (64, "ours", "adam", 0.05)
-    assert (s.cad_per_class, s.num_points, s.total_iterations, s.threshold) == (1, 250, 300, 75)
+    assert (s.cad_per_class, s.num_points, s.total_iterations, s.threshold) == (1, 250, 400, 75)
     assert (s.eval_epochs, s.eval_models, s.augment, s.augment_test) == (1000, 5, True, False)
-    assert s.eval_iterations == (0, 300)
+    assert s.eval_iterations == (400,)  # the final set only
+    assert (s.augment_match, s.eval_projection, s.eval_architectures) == (True, "splat", ("convnet",))
     assert s.dataset_dir == REPO_ROOT / "data" / "mnist"
     # --pytorch gives the same method in its dense implementation; the seed's networks are asked for by name.
     assert load_settings(["--pytorch"]).network == "convnet"
@@ -26,7 +27,7 @@ def test_flags_and_set_override_the_ini():
     assert s.pytorch and s.net_depth == 3  # auto depth follows the path
     assert (s.total_iterations, s.dist_opt, s.experiment_name, s.threshold) == (20, "ours", "x", 10)
     assert s.augment is False and s.log is False
-    assert s.eval_iterations == (0, 20)
+    assert s.eval_iterations == (20,)
     assert load_settings(["--pytorch", "--depth", "2"]).net_depth == 2
     auto = load_settings(["--iterations", "20", "--set", "DISTILLATION.eval_iterations=auto"])
     assert auto.eval_iterations == (0, 5, 10, 15, 20)
