@@ -30,7 +30,7 @@ from dd3d.outputs import (
     restore_checkpoint,
     setup_console_logging,
 )
-from dd3d.pointsets import RealClouds, binarize, occupancy_to_images, project_points
+from dd3d.pointsets import CELL_CENTRE, RealClouds, binarize, occupancy_to_images, project_points
 from dd3d.runtime import StopRequest, resolve_device, seed_everything
 from models.minkowski import MinkowskiUnavailable
 
@@ -46,8 +46,8 @@ def baseline_set(name: str, real: RealClouds, settings: Settings) -> torch.Tenso
         points = real.herding(settings.cad_per_class)
     else:
         points = real.class_means(settings.cad_per_class, generator)
-    # Pixels at their cell centres: the splat projection then draws each wholly in its own cell (binary: same).
-    return points + torch.tensor([0.0, 0.5, 0.5]) if settings.eval_projection == "splat" else points
+    # At their cell centres the splat projection draws the pixels exactly (the binary projection is the same).
+    return points + torch.tensor(CELL_CENTRE) if settings.eval_projection == "splat" else points
 
 
 def one_line(error: Exception) -> str:

@@ -47,11 +47,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from configs.settings import REPO_ROOT, load_settings  # noqa: E402
 
 SEED_INI = REPO_ROOT / "configs" / "seed.ini"  # the paths are timed on the seed's method, beside its code
-SEED_BENCH = REPO_ROOT.parent / "shared" / "tools" / "seed_bench.sh"
-SEED_GIT = Path("/work/.mirror/kghandour+dd3d/repo")  # where the search tool's fetch puts the seed
-# Configurations timed beside the seed's: name -> CLI arguments.
-CONFIGURATIONS = {"default (ME ConvNet)": ["--config", str(REPO_ROOT / "configs" / "default.ini")],
-                  "dense ConvNet (configs/convnet.ini)": ["--config", str(REPO_ROOT / "configs" / "convnet.ini")]}
 from dd3d.distill import Distiller, build_network  # noqa: E402
 from dd3d.evaluate import ModelStack, make_models, test_accuracy, test_stack, train_model, train_stack  # noqa: E402
 from dd3d.mnist import load_mnist  # noqa: E402
@@ -59,6 +54,12 @@ from dd3d.pointsets import RealClouds, binarize, occupancy_to_images  # noqa: E4
 from distillation_loss import match_loss  # noqa: E402
 from models.MEConv import create_dense_batch, create_input_batch  # noqa: E402
 from models.MNIST import ConvNet  # noqa: E402
+
+SEED_BENCH = REPO_ROOT.parent / "shared" / "tools" / "seed_bench.sh"
+SEED_GIT = Path("/work/.mirror/kghandour+dd3d/repo")  # where the search tool's fetch puts the seed
+# Configurations timed beside the seed's: name -> CLI arguments.
+CONFIGURATIONS = {"default (ME ConvNet)": ["--config", str(REPO_ROOT / "configs" / "default.ini")],
+                  "dense ConvNet (configs/convnet.ini)": ["--config", str(REPO_ROOT / "configs" / "convnet.ini")]}
 
 
 def timed(fn: Callable[[], object], repeats: int, warmup: int, device: torch.device) -> list[float]:

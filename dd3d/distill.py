@@ -19,6 +19,7 @@ from torch import nn
 
 from configs.settings import Settings
 from dd3d.pointsets import (
+    CELL_CENTRE,
     IMAGE_SIZE,
     SPLAT_HIGH,
     SPLAT_LOW,
@@ -89,7 +90,7 @@ class Distiller:
         # Splatting keeps points within half a cell of the border so no occupancy falls off the grid, and
         # treats real pixels as their cell centres (the binary projection is unchanged either way).
         self.bounds = (SPLAT_LOW, SPLAT_HIGH) if settings.splat else (0.0, IMAGE_SIZE - 1.0)
-        self.real_offset = torch.tensor([0.0, 0.5, 0.5] if settings.splat else [0.0, 0.0, 0.0], device=device)
+        self.real_offset = torch.tensor(CELL_CENTRE if settings.splat else (0.0, 0.0, 0.0), device=device)
         if settings.init == "real":
             points = real.per_class(k, generator).to(device) + self.real_offset
         elif settings.init == "mean":

@@ -161,6 +161,8 @@ def bilinear_corners(points: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 SPLAT_LOW, SPLAT_HIGH = 0.5, IMAGE_SIZE - 0.5
+# Added to a real digit's pixel indices: the pixel's cell centre, which the splat draws wholly in its own cell.
+CELL_CENTRE = (0.0, 0.5, 0.5)
 
 
 def splat_cells(points: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
