@@ -123,6 +123,11 @@ GRIDS: dict[str, dict[str, list[str]]] = {
             ("random-real", ["--baseline", "random-real"], "binary"),
             ("herding", ["--baseline", "herding"], "binary"),
             ("convnet-splat", ["--eval-only", "assets/mnist_1cpc_convnet.pt"], "splat"),
+            # Ten clouds per class: the ME set (started from random-real-10) and the baselines of its size.
+            ("me-convnet-10-splat", ["--eval-only", "assets/mnist_10cpc_me_convnet.pt"], "splat"),
+            ("herding-10", ["--baseline", "herding", "--clouds-per-class", "10"], "splat"),
+            ("random-real-10", ["--baseline", "random-real", "--clouds-per-class", "10"], "splat"),
+            ("class-mean-10", ["--baseline", "class-mean", "--clouds-per-class", "10"], "splat"),
         )
     },
     # The assets (best sets) under the default protocol: 5 fresh models x 1000 epochs.
