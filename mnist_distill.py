@@ -133,8 +133,9 @@ def run(argv: Sequence[str] | None = None) -> int:
     if saved is not None:
         start_iteration = int(saved["iteration"])
         record.extra["resumed_from"] = str(invocation.resume)
-    LOG.info("dd3d: %s path, depth %d, %s distance, 10 x %d clouds of %d points, iterations %d-%d on %s",
-             settings.mode, settings.net_depth, settings.dist_opt, settings.cad_per_class, settings.num_points,
+    network = f"pool {settings.network_pool}" if settings.network_pool else f"depth {settings.net_depth}"
+    LOG.info("dd3d: %s path, %s, %s distance, 10 x %d clouds of %d points, iterations %d-%d on %s",
+             settings.mode, network, settings.dist_opt, settings.cad_per_class, settings.num_points,
              start_iteration, settings.total_iterations, device)
 
     # The outer loop: at iteration i the synthetic set has had i coordinate updates.

@@ -27,6 +27,36 @@ BASELINES = ("random-real", "class-mean", "herding")
 ARCHITECTURES = ("convnet", "mlp", "lenet", "alexnet", "vgg11", "resnet18")
 BATCHED = ("auto", "true", "false")
 PROJECTIONS = ("binary", "splat")
+NORMS = ("instance", "none")
+
+
+@dataclass(frozen=True)
+class PoolMember:
+    """One network of DISTILLATION.network_pool: DC's ConvNet of this width, depth and norm."""
+
+    width: int
+    depth: int
+    norm: str
+
+    def __str__(self) -> str:
+        return f"{self.width}x{self.depth}" + ("" if self.norm == "instance" else f"-{self.norm}")
+
+
+def parse_network_pool(value: str) -> tuple[PoolMember, ...]:
+    """``WIDTHxDEPTH[-NORM], ...`` (empty: no pool) -> members; SettingsError names the bad entry."""
+    members = []
+    for item in (v.strip().lower() for v in value.split(",")):
+        if not item:
+            continue
+        size, _, norm = item.partition("-")
+        width, _, depth = size.partition("x")
+        norm = norm or "instance"
+        if not (width.isdigit() and depth.isdigit() and 8 <= int(width) <= 512 and int(depth) in DEPTHS
+                and norm in NORMS):
+            raise SettingsError(f"DISTILLATION.network_pool = {value!r}: bad entry {item!r} (WIDTHxDEPTH[-NORM]: "
+                                f"width 8-512, depth {'/'.join(map(str, DEPTHS))}, norm {'/'.join(NORMS)})")
+        members.append(PoolMember(int(width), int(depth), norm))
+    return tuple(members)
 
 
 class SettingsError(ValueError):
@@ -63,6 +93,7 @@ class Settings:
     matched_layers: str
     splat: bool
     augment_match: bool
+    network_pool: str
     reinit_net: bool
     outer_loop: int
     inner_loop: int
@@ -141,6 +172,7 @@ SCHEMA: dict[str, dict[str, tuple[str, str]]] = {
         "matched_layers": ("matched_layers", _STR),
         "splat": ("splat", _BOOL),
         "augment_match": ("augment_match", _BOOL),
+        "network_pool": ("network_pool", _STR),
         "reinit_net": ("reinit_net", _BOOL),
         "outer_loop": ("outer_loop", _INT),
         "inner_loop": ("inner_loop", _INT),
@@ -431,6 +463,11 @@ def _validate(s: Settings) -> None:
     check(s.eval_batched in BATCHED, "EVALUATION", "batched", s.eval_batched, "/".join(BATCHED))
     check(s.eval_projection in PROJECTIONS, "EVALUATION", "projection", s.eval_projection, "/".join(PROJECTIONS))
     _parse_architecture_lr(s.eval_architecture_lr)
+    if parse_network_pool(s.network_pool):
+        check(s.network in ("convnet", "me-convnet"), "DISTILLATION", "network_pool", s.network_pool,
+              "a pool of DC ConvNets: needs MODEL.network convnet or me-convnet")
+        check(s.reinit_net, "DISTILLATION", "network_pool", s.network_pool,
+              "a network drawn each iteration: needs DISTILLATION.reinit_net=true")
 
 
 def _raw_from_saved(saved: dict[str, Any]) -> dict[str, dict[str, str]]:
@@ -507,7 +544,7 @@ RESUMABLE_CHANGES = frozenset({
 
 # Keys newer than some checkpoints: a checkpoint without one ran with this value (the earlier behaviour).
 KEYS_ADDED_LATER = {"network": "seed", "matched_layers": "all", "halo": 1, "augment_match": False,
-                    "absent_voxels": "skip", "eval_projection": "binary"}
+                    "absent_voxels": "skip", "eval_projection": "binary", "network_pool": ""}
 
 
 def check_resumable(saved: dict[str, Any], settings: Settings) -> None:

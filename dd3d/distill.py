@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from configs.settings import Settings
+from configs.settings import PoolMember, Settings, parse_network_pool
 from dd3d.pointsets import (
     CELL_CENTRE,
     IMAGE_SIZE,
@@ -46,26 +46,31 @@ class StepStats:
     displacement: float  # mean distance a point moved in this step
 
 
-def build_network(settings: Settings, device: torch.device) -> tuple[nn.Module, Callable[[torch.Tensor], Any]]:
+def build_network(settings: Settings, device: torch.device, member: PoolMember | None = None
+                  ) -> tuple[nn.Module, Callable[[torch.Tensor], Any]]:
     """The distillation network and the function that turns points [B, N, 3] into its input.
 
     ``network = convnet`` is DC's ConvNet on the dense splatted grid, ``me-convnet`` the same ConvNet on
     MinkowskiEngine voxels of the splat (plus ``halo``); otherwise the seed's network of the chosen path, on
-    the features-as-coordinates input or the splat.
+    the features-as-coordinates input or the splat. ``member`` (a network pool's) sets the ConvNets' width,
+    depth and norm; without it they are 128 wide, ``net_depth`` deep, instance-normalised.
 
     The MinkowskiEngine network is imported only here and only in its mode, so ``--pytorch`` runs
     without MinkowskiEngine installed (MinkowskiUnavailable otherwise).
     """
     channels = 1 if settings.splat else 3
+    shape = member or PoolMember(128, settings.net_depth, "instance")
     if settings.network == "convnet":
         from models.MEConv import create_dense_splat
         from models.MNIST import ConvNet
 
-        return ConvNet(channel=channels, depth=settings.net_depth).to(device), create_dense_splat
+        net = ConvNet(channel=channels, width=shape.width, depth=shape.depth, norm=shape.norm)
+        return net.to(device), create_dense_splat
     if settings.network == "me-convnet":
         from models.MEConv import MEConvNet, create_splat_halo_batch
 
-        net = MEConvNet(channel=channels, depth=settings.net_depth, absent=settings.absent_voxels)
+        net = MEConvNet(channel=channels, width=shape.width, depth=shape.depth, absent=settings.absent_voxels,
+                        norm=shape.norm)
         return net.to(device), partial(create_splat_halo_batch, halo=settings.halo)
     if settings.pytorch:
         from models.MEConv import MEPytorch, create_dense_batch, create_dense_splat
@@ -83,8 +88,9 @@ class Distiller:
 
     def __init__(self, net: nn.Module, to_input: Callable[[torch.Tensor], Any], real: RealClouds,
                  settings: Settings, device: torch.device, generator: torch.Generator) -> None:
-        self.net, self.to_input, self.real = net, to_input, real
-        self.make_net = lambda: build_network(settings, device)[0]
+        self.to_input, self.real = to_input, real
+        self.pool = parse_network_pool(settings.network_pool)
+        self.member: PoolMember | None = None  # the pool's network now matched in (None: no pool)
         self.settings, self.device, self.generator = settings, device, generator
         k = settings.cad_per_class
         # Splatting keeps points within half a cell of the border so no occupancy falls off the grid, and
@@ -102,8 +108,13 @@ class Distiller:
         self.labels = torch.arange(NUM_CLASSES, device=device).repeat_interleave(k)
         self.optimizer = (torch.optim.Adam([self.points], lr=settings.dist_lr) if settings.dist_optimizer == "adam"
                           else torch.optim.SGD([self.points], lr=settings.dist_lr, momentum=settings.dist_momentum))
+        self.use_network(net)
+
+    def use_network(self, net: nn.Module) -> None:
+        """Match in ``net`` from now on (its trainable parameters; the classifier's alone for ``head``)."""
+        self.net = net
         self.params = [p for p in net.parameters() if p.requires_grad]
-        self.matched = list(net.classifier.parameters()) if settings.matched_layers == "head" else self.params
+        self.matched = list(net.classifier.parameters()) if self.settings.matched_layers == "head" else self.params
 
     def class_gradients(self, points: torch.Tensor, c: int, create_graph: bool) -> tuple[torch.Tensor, ...]:
         """Gradients of the network's cross-entropy on ``points`` (all of class ``c``) w.r.t. the matched
@@ -138,11 +149,19 @@ class Distiller:
         return per_class, grad_abs_mean
 
     def reinit_network(self) -> None:
-        """DC's protocol: a fresh random network, drawn from the batch sampler's stream (so resume is exact)."""
+        """DC's protocol: a fresh random network, drawn from the batch sampler's stream (so resume is exact).
+
+        With a pool, the member is drawn from the same seed as the weights: the batch sampler's stream, and so
+        the real batches, stay those of a run without a pool.
+        """
         seed = int(torch.randint(0, 2**62, (1,), generator=self.generator))
         with torch.random.fork_rng(devices=[self.device] if self.device.type == "cuda" else []):
             torch.manual_seed(seed)
-            self.net.load_state_dict(self.make_net().state_dict())
+            if self.pool:
+                self.member = self.pool[int(torch.randint(len(self.pool), (1,)))]
+                self.use_network(build_network(self.settings, self.device, self.member)[0])
+            else:
+                self.net.load_state_dict(build_network(self.settings, self.device)[0].state_dict())
 
     def train_network(self, steps: int) -> None:
         """DC's inner loop: plain SGD steps of the network on the current synthetic set (points fixed)."""
@@ -175,6 +194,7 @@ class Distiller:
         """Everything needed to continue exactly: points, optimiser, network and the batch sampler's RNG."""
         return {"points": self.points.detach().cpu().clone(), "labels": self.labels.cpu().clone(),
                 "optimizer": self.optimizer.state_dict(), "network": self.net.state_dict(),
+                "network_member": None if self.member is None else str(self.member),
                 "generator": self.generator.get_state()}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -184,5 +204,9 @@ class Distiller:
         with torch.no_grad():
             self.points.copy_(state["points"].to(self.device))
         self.optimizer.load_state_dict(state["optimizer"])
+        member = state.get("network_member")  # a pool's network: rebuild its shape before loading its weights
+        if self.pool and member:
+            self.member = parse_network_pool(member)[0]
+            self.use_network(build_network(self.settings, self.device, self.member)[0])
         self.net.load_state_dict(state["network"])
         self.generator.set_state(state["generator"])

@@ -107,6 +107,10 @@ GRIDS: dict[str, dict[str, list[str]]] = {
                                   "--set", "DISTILLATION.augment_match=true", "--architectures", "convnet,mlp,lenet",
                                   *REAL_INIT, "--clouds-per-class", "10"],
     },
+    # The default command with its matching network drawn each iteration from a pool of ConvNets (widths, depths,
+    # with and without instance norm), for sets that train other architectures: same budget as `default`.
+    "pool": {"1cpc": ["--architectures", "convnet,mlp,lenet",
+                      "--set", "DISTILLATION.network_pool=128x3,64x3,128x2,128x3-none,64x2-none"]},
     # The default command itself (configs/default.ini), timed end to end by its results.json; its final set is
     # also trained on the MLP and LeNet (about 35 s more on this CPU).
     "default": {"1cpc": ["--architectures", "convnet,mlp,lenet"]},
@@ -192,6 +196,7 @@ PLAN: list[tuple[str, list[str] | None, Budget]] = [
     ("me-convnet", ["bg-h1-aug"], Budget(1000, 300, 3, "600")),
     ("me-convnet", ["bg-h1-aug-realinit-10"], Budget(400, 300, 3, "400")),
     ("default", None, Budget()),
+    ("pool", None, Budget()),
     ("cross-arch", None, Budget()),
     # This project's faithful mode at the iterations where the seed's own code was evaluated
     # (experiments/seed_faithfulness.py).

@@ -254,12 +254,13 @@ class MEConvNet(ConvNet):
     """
 
     def __init__(self, channel: int = 1, num_classes: int = 10, width: int = 128, depth: int = 3,
-                 absent: str = "skip") -> None:
-        super().__init__(channel=channel, num_classes=num_classes, width=width, depth=depth)
+                 absent: str = "skip", norm: str = "instance") -> None:
+        super().__init__(channel=channel, num_classes=num_classes, width=width, depth=depth, norm=norm)
         import_minkowski()  # fail early, with the install hint, where ME is missing
         if absent not in ("skip", "background"):
             raise ValueError(f"absent must be skip or background, not {absent!r}")
         self.background = absent == "background"
+        self.normalised = norm == "instance"
         self.blocks = [tuple(self.features[4 * d:4 * d + 2]) for d in range(depth)]
         self.final_size = CONVNET_DOMAIN >> depth
 
@@ -275,13 +276,16 @@ class MEConvNet(ConvNet):
                 in_domain = window_in_domain(coords[:, 2:].to(device), stride, CONVNET_DOMAIN)
                 feats, background = background_conv2d(feats, background, batch, conv.weight, conv.bias, table,
                                                        in_domain)
-                cells = (CONVNET_DOMAIN // stride) ** 2
-                feats, background = background_instance_norm(feats, background, batch, cells, norm.weight,
-                                                             norm.bias, norm.eps)
+                if self.normalised:
+                    cells = (CONVNET_DOMAIN // stride) ** 2
+                    feats, background = background_instance_norm(feats, background, batch, cells, norm.weight,
+                                                                 norm.bias, norm.eps)
                 feats, background = F.relu(feats), F.relu(background)
             else:
                 feats = sparse_conv2d(feats, conv.weight, conv.bias, table)
-                feats = F.relu(instance_norm(feats, batch, x.batch_size, norm.weight, norm.bias, eps=norm.eps))
+                if self.normalised:
+                    feats = instance_norm(feats, batch, x.batch_size, norm.weight, norm.bias, eps=norm.eps)
+                feats = F.relu(feats)
             out_key = manager.stride(key, 2)
             out_coords = manager.get_coordinates(out_key).long()
             pmap = pool_map(manager, key, out_key, len(coords), len(out_coords), device)

@@ -19,19 +19,22 @@ class ConvNet(nn.Module):
     """[conv 3x3 -> instance norm -> ReLU -> avg pool 2] x depth -> linear.
 
     A 28x28 single-channel input gets padding 3 in the first convolution, so the features are 32x32 as
-    in DC; instance norm is GroupNorm with one group per channel.
+    in DC; instance norm is GroupNorm with one group per channel. ``norm = "none"`` is DC's ``ConvNetNoNorm``
+    (an identity in the norm's place, so the other layers keep their state-dict names).
     """
 
     def __init__(self, channel: int = 1, num_classes: int = 10, width: int = 128, depth: int = 3,
-                 im_size: int = 28) -> None:
+                 im_size: int = 28, norm: str = "instance") -> None:
         super().__init__()
+        if norm not in ("instance", "none"):
+            raise ValueError(f"norm must be instance or none, not {norm!r}")
         size = 32 if im_size == 28 else im_size
         layers: list[nn.Module] = []
         in_ch = channel
         for d in range(depth):
             pad = 3 if (channel == 1 and d == 0 and im_size == 28) else 1
             layers += [nn.Conv2d(in_ch, width, kernel_size=3, padding=pad),
-                       nn.GroupNorm(width, width, affine=True),
+                       nn.GroupNorm(width, width, affine=True) if norm == "instance" else nn.Identity(),
                        nn.ReLU(inplace=True),
                        nn.AvgPool2d(kernel_size=2, stride=2)]
             in_ch = width
