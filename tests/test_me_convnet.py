@@ -14,13 +14,14 @@ if os.environ.get("DD3D_SKIP_MINKOWSKI") == "1":
     pytest.skip("DD3D_SKIP_MINKOWSKI=1: MinkowskiEngine not installed", allow_module_level=True)
 
 
-@pytest.mark.parametrize("absent", ["skip", "background"])
-def test_full_halo_equals_the_dense_convnet_values_and_point_gradients(absent):
+@pytest.mark.parametrize("absent, norm", [("skip", "instance"), ("background", "instance"), ("skip", "none"),
+                                          ("background", "none")])
+def test_full_halo_equals_the_dense_convnet_values_and_point_gradients(absent, norm):
     from models.MEConv import FULL_HALO, MEConvNet, create_dense_splat, create_splat_halo_batch
 
     torch.manual_seed(0)
-    dense = ConvNet(width=16)
-    sparse = MEConvNet(width=16, absent=absent)
+    dense = ConvNet(width=16, norm=norm)
+    sparse = MEConvNet(width=16, absent=absent, norm=norm)
     sparse.load_state_dict(dense.state_dict())
     pts = on_plane(3, 60, seed=4, dtype=torch.float32).requires_grad_()
     target = torch.tensor([1, 4, 7])

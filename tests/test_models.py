@@ -201,3 +201,43 @@ def test_sparse_linear_equals_linear_on_the_dense_grid_to_second_order():
     assert torch.allclose(fused(features), plain(features), atol=1e-12)
     assert torch.allclose(second_order(fused), second_order(plain), atol=1e-10)
     assert second_order(plain).abs().max() > 0
+
+
+def test_background_gathers_equal_filling_absent_neighbours_explicitly_to_second_order():
+    """The background rows read through the gather equal the mask-times-background form, values and gradients
+    (including a pooling map narrower than its window: the missing inputs are absent too)."""
+    from models.sparse_ops import PoolMap, background_avg_pool, background_conv2d, gather_rows
+
+    g = torch.Generator().manual_seed(0)
+    n, num, c = 7, 2, 3
+    feats = torch.randn(n, c, generator=g, dtype=torch.float64, requires_grad=True)
+    background = torch.randn(num, c, generator=g, dtype=torch.float64, requires_grad=True)
+    batch = torch.tensor([0, 0, 0, 1, 1, 1, 1])
+    table = torch.randint(0, n + 1, (n, 9), generator=g)  # n = absent
+    in_domain = torch.rand(n, 9, generator=g) > 0.3
+    weight = torch.randn(4, c, 3, 3, generator=g, dtype=torch.float64, requires_grad=True)
+    bias = torch.randn(4, generator=g, dtype=torch.float64)
+    pmap = PoolMap(torch.tensor([[0, 1], [2, n], [3, 4], [5, 6]]))  # two columns of a 2 x 2 window
+    out_batch = torch.tensor([0, 0, 1, 1])
+
+    def explicit():
+        fill = ((table == n) & in_domain).unsqueeze(-1).double()
+        gathered = gather_rows(feats, table) + fill * background.index_select(0, batch).unsqueeze(1)
+        w = weight.permute(2, 3, 1, 0).reshape(-1, 4)
+        conv = gathered.flatten(1) @ w + bias
+        present = (pmap.table < n).sum(1, keepdim=True)
+        pool = (gather_rows(feats, pmap.table).sum(1) + (4 - present) * background.index_select(0, out_batch)) / 4
+        return conv, pool
+
+    def folded():
+        return background_conv2d(feats, background, batch, weight, bias, table, in_domain)[0], \
+            background_avg_pool(feats, background, out_batch, pmap)
+
+    for a, b, inputs in zip(explicit(), folded(), ([feats, background, weight], [feats, background]), strict=True):
+        assert torch.allclose(a, b)
+        ga = torch.autograd.grad(a.square().sum(), inputs, create_graph=True)
+        gb = torch.autograd.grad(b.square().sum(), inputs, create_graph=True)
+        for x, y in zip(ga, gb, strict=True):
+            assert torch.allclose(x, y)
+        assert torch.allclose(torch.autograd.grad(sum(x.square().sum() for x in ga), feats)[0],
+                              torch.autograd.grad(sum(y.square().sum() for y in gb), feats)[0])

@@ -138,6 +138,31 @@ def test_convnet_matches_in_the_evaluation_architecture_on_the_splat(mnist):
     assert not torch.equal(d.points, before)
 
 
+def test_network_pool_draws_a_member_each_iteration_without_changing_the_real_batches(mnist):
+    flags = ["--set", "MODEL.network=convnet", "--set", "DISTILLATION.splat=true", "--set", "DISTILLATION.init=mean",
+             "--set", "DISTILLATION.reinit_net=true", "--distance", "ours"]
+    pool = small_distiller(mnist, *flags, "--set", "DISTILLATION.network_pool=16x2,8x3-none")
+    single = small_distiller(mnist, *flags)
+    seen = set()
+    for _ in range(6):
+        pool.step()
+        single.step()
+        member = pool.member
+        seen.add(str(member))
+        convs = [m for m in pool.net.features if isinstance(m, nn.Conv2d)]
+        assert len(convs) == member.depth and convs[0].out_channels == member.width
+        assert any(isinstance(m, nn.GroupNorm) for m in pool.net.features) == (member.norm == "instance")
+        assert pool.matched == pool.params and pool.params[0] is convs[0].weight  # matched in the drawn network
+        # The member comes from the weights' seed: the batch sampler's stream is the pool-less run's.
+        assert torch.equal(pool.generator.get_state(), single.generator.get_state())
+    assert seen == {"16x2", "8x3-none"}
+    assert not torch.allclose(pool.points, single.points)
+    # A checkpoint brings back the member it was matching in.
+    again = small_distiller(mnist, *flags, "--set", "DISTILLATION.network_pool=16x2,8x3-none")
+    again.load_state_dict(pool.state_dict())
+    assert again.member == pool.member and torch.equal(again.net.classifier.weight, pool.net.classifier.weight)
+
+
 def test_convnet_splat_matching_gradient_matches_finite_differences():
     torch.manual_seed(0)
     net = ConvNet(channel=1, width=8, depth=2).double()

@@ -67,6 +67,13 @@ def test_user_config_only_needs_changed_keys(tmp_path: Path):
     (["--set", "MODEL.absent_voxels=zero"], "MODEL.absent_voxels = 'zero' is out of range (skip/background)"),
     (["--pytorch", "--set", "MODEL.network=convnet", "--set", "DISTILLATION.splat=false"], "DISTILLATION.splat=true"),
     (["--config", "/nonexistent/x.ini"], "cannot read config /nonexistent/x.ini"),
+    (["--set", "DISTILLATION.network_pool=128x3,128x5"], "network_pool = '128x3,128x5': bad entry '128x5'"),
+    (["--set", "DISTILLATION.network_pool=128x3-batch"], "bad entry '128x3-batch'"),
+    (["--set", "DISTILLATION.network_pool=wide"], "bad entry 'wide'"),
+    (["--set", "DISTILLATION.network_pool=64x2", "--set", "DISTILLATION.reinit_net=false"],
+     "needs DISTILLATION.reinit_net"),
+    (["--config", "configs/seed.ini", "--set", "DISTILLATION.network_pool=64x2"],
+     "needs MODEL.network convnet or me-convnet"),
 ])
 def test_bad_settings_name_the_problem(argv, fragment):
     with pytest.raises(SettingsError) as e:
@@ -144,3 +151,12 @@ def test_distillation_checkpoint_dir_that_is_a_file_is_refused(tmp_path: Path):
     blocker.write_text("x")
     with pytest.raises(SettingsError, match="DISTILLATION.distillation_checkpoint_dir = .*a folder, not a file"):
         load_settings(["--set", f"DISTILLATION.distillation_checkpoint_dir={blocker}"])
+
+
+def test_network_pool_lists_its_members_and_is_off_by_default():
+    from configs.settings import PoolMember, parse_network_pool
+
+    assert load_settings([]).network_pool == ""
+    assert parse_network_pool("") == ()
+    assert parse_network_pool(" 128x3, 64X2-none ,") == (PoolMember(128, 3, "instance"), PoolMember(64, 2, "none"))
+    assert [str(m) for m in parse_network_pool("128x3,64x2-none")] == ["128x3", "64x2-none"]
