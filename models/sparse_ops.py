@@ -86,7 +86,8 @@ def instance_norm(features: torch.Tensor, batch: torch.Tensor, num_batches: int,
     mean = zeros.index_add(0, batch, features) / counts
     centered = features - mean.index_select(0, batch)
     var = zeros.index_add(0, batch, centered * centered) / counts
-    return centered * (var + eps).rsqrt().index_select(0, batch) * weight + bias
+    # The affine weight joins the per-sample scale [B, C] before the gather: one [n, C] pass fewer.
+    return torch.addcmul(bias, centered, ((var + eps).rsqrt() * weight).index_select(0, batch))
 
 
 def planar_conv_map(manager: Any, key: Any, coords: torch.Tensor, stride: int, device: torch.device) -> torch.Tensor:
@@ -182,7 +183,7 @@ def background_instance_norm(features: torch.Tensor, background: torch.Tensor, b
     centered, centered_bg = features - mean.index_select(0, batch), background - mean
     var = (zeros.index_add(0, batch, centered * centered) + absent * centered_bg * centered_bg) / cells
     scale = (var + eps).rsqrt() * weight
-    return centered * scale.index_select(0, batch) + bias, centered_bg * scale + bias
+    return torch.addcmul(bias, centered, scale.index_select(0, batch)), centered_bg * scale + bias
 
 
 def background_avg_pool(features: torch.Tensor, background: torch.Tensor, out_batch: torch.Tensor,
