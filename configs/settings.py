@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import configparser
 import math
+import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, fields
 from pathlib import Path
@@ -48,14 +49,12 @@ def parse_network_pool(value: str) -> tuple[PoolMember, ...]:
     for item in (v.strip().lower() for v in value.split(",")):
         if not item:
             continue
-        size, _, norm = item.partition("-")
-        width, _, depth = size.partition("x")
-        norm = norm or "instance"
-        if not (width.isdigit() and depth.isdigit() and 8 <= int(width) <= 512 and int(depth) in DEPTHS
-                and norm in NORMS):
+        match = re.fullmatch(r"(\d{1,4})x(\d)(?:-(\w+))?", item, re.ASCII)
+        width, depth, norm = (int(match[1]), int(match[2]), match[3] or "instance") if match else (0, 0, "")
+        if not (8 <= width <= 512 and depth in DEPTHS and norm in NORMS):
             raise SettingsError(f"DISTILLATION.network_pool = {value!r}: bad entry {item!r} (WIDTHxDEPTH[-NORM]: "
                                 f"width 8-512, depth {'/'.join(map(str, DEPTHS))}, norm {'/'.join(NORMS)})")
-        members.append(PoolMember(int(width), int(depth), norm))
+        members.append(PoolMember(width, depth, norm))
     return tuple(members)
 
 
@@ -521,6 +520,8 @@ def parse_command_line(argv: Sequence[str] | None = None,
         raise SettingsError(f"DISTILLATION.total_iterations = {values['total_iterations']} is out of range (>= 1)")
     values["eval_iterations"] = _resolve_eval_iterations(values["eval_iterations"], values["total_iterations"])
     values["eval_architectures"] = _resolve_architectures(values["eval_architectures"])
+    # One spelling per pool, so that a resume compares pools, not how they were typed.
+    values["network_pool"] = ",".join(map(str, parse_network_pool(values["network_pool"])))
     settings = Settings(**values)
     _validate(settings)
     return settings, invocation

@@ -194,7 +194,6 @@ class Distiller:
         """Everything needed to continue exactly: points, optimiser, network and the batch sampler's RNG."""
         return {"points": self.points.detach().cpu().clone(), "labels": self.labels.cpu().clone(),
                 "optimizer": self.optimizer.state_dict(), "network": self.net.state_dict(),
-                "network_member": None if self.member is None else str(self.member),
                 "generator": self.generator.get_state()}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -204,9 +203,8 @@ class Distiller:
         with torch.no_grad():
             self.points.copy_(state["points"].to(self.device))
         self.optimizer.load_state_dict(state["optimizer"])
-        member = state.get("network_member")  # a pool's network: rebuild its shape before loading its weights
-        if self.pool and member:
-            self.member = parse_network_pool(member)[0]
-            self.use_network(build_network(self.settings, self.device, self.member)[0])
-        self.net.load_state_dict(state["network"])
+        # A pool's network is drawn afresh at the start of every step (reinit_net is required), from the sampler
+        # stream restored below: the saved one, of whichever member, is never matched in again.
+        if not self.pool:
+            self.net.load_state_dict(state["network"])
         self.generator.set_state(state["generator"])

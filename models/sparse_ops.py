@@ -190,6 +190,7 @@ def background_avg_pool(features: torch.Tensor, background: torch.Tensor, out_ba
                         pmap: PoolMap, window: int = 4) -> torch.Tensor:
     """AvgPool2d(2) over present inputs plus the background for the absent ones of each window."""
     n = len(features)
+    assert pmap.table.shape[1] <= window, "a pooling map with more inputs per output than the window"
     # Every one of a window's inputs that is not present (padding, or a column the map never needed) reads the
     # background row of its sample, stored below the features.
     table = F.pad(pmap.table, (0, window - pmap.table.shape[1]), value=n)
