@@ -16,7 +16,7 @@ from tqdm.contrib.logging import logging_redirect_tqdm
 
 from configs.settings import Settings, SettingsError, check_resumable, parse_command_line
 from dd3d.distill import Distiller, DivergedError, build_network
-from dd3d.evaluate import evaluate_set
+from dd3d.evaluate import evaluate_set, pixel_standardiser
 from dd3d.mnist import DataError, load_mnist
 from dd3d.outputs import (
     LOG,
@@ -101,11 +101,12 @@ def run(argv: Sequence[str] | None = None) -> int:
     n_test = settings.test_size or len(data.test_labels)
     test_images = occupancy_to_images(binarize(data.test_images[:n_test], settings.threshold)).to(device)
     test_labels = data.test_labels[:n_test].to(device)
+    standardise = pixel_standardiser(real.occupancy) if settings.eval_normalize else (lambda x: x)
 
     def evaluate(points: torch.Tensor, labels: torch.Tensor, iteration: int) -> None:
         start, images = time.perf_counter(), project_points(points, settings.eval_projection)
-        result = evaluate_set(images, labels.to(device), test_images, test_labels, settings,
-                              seed=settings.seed * 100_003 + iteration)
+        result = evaluate_set(standardise(images.to(device)), labels.to(device), standardise(test_images),
+                              test_labels, settings, seed=settings.seed * 100_003 + iteration)
         record.add_evaluation(iteration, images, labels, result, time.perf_counter() - start)
 
     logger = make_logger(run_dir, settings.log)

@@ -114,6 +114,7 @@ class Settings:
     eval_architecture_lr: str
     eval_batched: str
     eval_projection: str
+    eval_normalize: bool
 
     def eval_lr(self, architecture: str) -> float:
         """Learning rate of an evaluation architecture: EVALUATION.architecture_lr, else MODEL.classifier_lr."""
@@ -195,6 +196,7 @@ SCHEMA: dict[str, dict[str, tuple[str, str]]] = {
         "architecture_lr": ("eval_architecture_lr", _STR),
         "batched": ("eval_batched", _STR),
         "projection": ("eval_projection", _STR),
+        "normalize": ("eval_normalize", _BOOL),
     },
 }
 
@@ -539,13 +541,13 @@ RESUMABLE_CHANGES = frozenset({
     "dataset_dir", "distillation_checkpoint_dir",
     "classifier_lr", "eval_models", "eval_epochs", "eval_batch_size", "eval_momentum", "eval_weight_decay",
     "augment", "augment_test", "test_size", "eval_architectures", "eval_architecture_lr", "eval_batched",
-    "eval_projection",
+    "eval_projection", "eval_normalize",
 })
 
 
 # Keys newer than some checkpoints: a checkpoint without one ran with this value (the earlier behaviour).
 KEYS_ADDED_LATER = {"network": "seed", "matched_layers": "all", "halo": 1, "augment_match": False,
-                    "absent_voxels": "skip", "eval_projection": "binary", "network_pool": ""}
+                    "absent_voxels": "skip", "eval_projection": "binary", "network_pool": "", "eval_normalize": False}
 
 
 def check_resumable(saved: dict[str, Any], settings: Settings) -> None:

@@ -19,7 +19,7 @@ from __future__ import annotations
 import copy
 import math
 import statistics
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -38,6 +38,14 @@ BATCHED_ON_CPU: dict[str, tuple[bool, bool]] = {
     "convnet": (False, False), "mlp": (True, True), "lenet": (True, False), "alexnet": (False, False),
     "vgg11": (False, False), "resnet18": (False, False),
 }
+
+
+def pixel_standardiser(occupancy: torch.Tensor) -> Callable[[torch.Tensor], torch.Tensor]:
+    """x -> (x - mean) / std with the pixel statistics of these binarised training digits (DC standardises
+    MNIST's pixels the same way, with the gray digits' statistics)."""
+    pixels = occupancy.float()
+    mean, std = float(pixels.mean()), float(pixels.std())
+    return lambda x: (x - mean) / std
 
 
 def _draw(m: int, g: torch.Generator) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:

@@ -111,6 +111,14 @@ GRIDS: dict[str, dict[str, list[str]]] = {
     # with and without instance norm), for sets that train other architectures: same budget as `default`.
     "pool": {"1cpc": ["--architectures", "convnet,mlp,lenet",
                       "--set", "DISTILLATION.network_pool=128x3,64x3,128x2,128x3-none,64x2-none"]},
+    # EVALUATION.normalize (DC's pixel standardisation of the evaluation's images): the default's set and the
+    # herding baseline, at one cloud per class; compare the `default` and `cross-arch/herding` rows.
+    "normalize": {
+        "default-set": ["--eval-only", "assets/mnist_1cpc_default.pt", "--architectures", "convnet,mlp,lenet",
+                        "--set", "EVALUATION.normalize=true"],
+        "herding": ["--baseline", "herding", "--architectures", "convnet,mlp,lenet",
+                    "--set", "EVALUATION.normalize=true"],
+    },
     # The default command itself (configs/default.ini), timed end to end by its results.json; its final set is
     # also trained on the MLP and LeNet (about 35 s more on this CPU).
     "default": {"1cpc": ["--architectures", "convnet,mlp,lenet"]},
@@ -197,6 +205,7 @@ PLAN: list[tuple[str, list[str] | None, Budget]] = [
     ("me-convnet", ["bg-h1-aug-realinit-10"], Budget(400, 300, 3, "400")),
     ("default", None, Budget()),
     ("pool", None, Budget()),
+    ("normalize", None, Budget()),
     ("cross-arch", None, Budget()),
     # This project's faithful mode at the iterations where the seed's own code was evaluated
     # (experiments/seed_faithfulness.py).

@@ -58,3 +58,16 @@ def test_evaluation_is_reproducible_and_leaves_global_rng_alone(mnist, small_eva
     assert torch.equal(torch.get_rng_state(), before)
     b = evaluate_set(images, labels, test_images, test_labels, settings, seed=3)
     assert a.accuracies == b.accuracies
+
+
+def test_pixel_standardiser_centres_and_scales_by_the_training_digits():
+    from dd3d.evaluate import pixel_standardiser
+
+    occupancy = torch.rand(50, 28, 28, generator=torch.Generator().manual_seed(0)) > 0.8
+    standardise = pixel_standardiser(occupancy)
+    out = standardise(occupancy.float())
+    assert abs(float(out.mean())) < 1e-5 and abs(float(out.std()) - 1) < 1e-5
+    # Another set (the synthetic images, the test digits) is moved by the same affine map, not its own.
+    other = torch.ones(2, 1, 28, 28)
+    assert torch.allclose(standardise(other), torch.full_like(other, float(standardise(torch.ones(1)))))
+    assert float(standardise(torch.ones(1))) > 1
