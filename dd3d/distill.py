@@ -101,6 +101,8 @@ class Distiller:
             points = real.per_class(k, generator).to(device) + self.real_offset
         elif settings.init == "mean":
             points = real.class_means(k, generator).to(device) + self.real_offset
+        elif settings.init == "herding":
+            points = real.herding(k).to(device) + self.real_offset
         else:
             points = init_uniform(NUM_CLASSES * k, settings.num_points, generator).to(device)
         constrain_(points, *self.bounds)

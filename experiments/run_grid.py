@@ -102,6 +102,11 @@ GRIDS: dict[str, dict[str, list[str]]] = {
             *(["--set", "DISTILLATION.augment_match=true", "--architectures", "convnet,mlp,lenet"] if aug else [])]
         for bg in (False, True) for halo in (0, 1, 2) for aug in (False, True)
     } | {
+        # Ten clouds per class from the herding baseline's digits (the strongest baseline at ten).
+        "bg-h1-aug-herding-10": [*MECONVNET, "--set", "MODEL.halo=1", "--set", "MODEL.absent_voxels=background",
+                                 "--set", "DISTILLATION.augment_match=true", "--architectures", "convnet,mlp,lenet",
+                                 "--set", "DISTILLATION.init=herding", "--clouds-per-class", "10",
+                                 "--set", "EVALUATION.projection=splat"],
         # Ten clouds per class, started from real digits as DC does (the dense grid's best start at ten).
         "bg-h1-aug-realinit-10": [*MECONVNET, "--set", "MODEL.halo=1", "--set", "MODEL.absent_voxels=background",
                                   "--set", "DISTILLATION.augment_match=true", "--architectures", "convnet,mlp,lenet",
@@ -203,6 +208,7 @@ PLAN: list[tuple[str, list[str] | None, Budget]] = [
     # bg-h1-aug continued (its 300-iteration evaluation is in the run it continues).
     ("me-convnet", ["bg-h1-aug"], Budget(1000, 300, 3, "600")),
     ("me-convnet", ["bg-h1-aug-realinit-10"], Budget(400, 300, 3, "400")),
+    ("me-convnet", ["bg-h1-aug-herding-10"], Budget(200, 1000, 5, "200")),
     ("default", None, Budget()),
     ("pool", None, Budget()),
     ("normalize", None, Budget()),
