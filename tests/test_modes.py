@@ -182,6 +182,12 @@ def test_real_initialisation_starts_from_training_digits(mnist):
     assert (images.flatten(1).sum(1) > 20).all()
 
 
+def test_herding_initialisation_starts_from_the_herding_baseline(mnist):
+    d = small_distiller(mnist, "--set", "DISTILLATION.init=herding", "--set", "DISTILLATION.splat=true")
+    assert torch.equal(points_to_images(d.points), points_to_images(d.real.herding(1)))
+    assert not torch.equal(points_to_images(d.points), points_to_images(d.real.class_means(1, torch.Generator())))
+
+
 @pytest.mark.parametrize("baseline", ["random-real", "class-mean"])
 def test_baselines_are_evaluated_by_the_same_protocol(tmp_path, baseline):
     runs = tmp_path / "runs"

@@ -55,7 +55,7 @@ def test_user_config_only_needs_changed_keys(tmp_path: Path):
     (["--set", "EVALUATION.augment=maybe"], "EVALUATION.augment = 'maybe' is not a valid bool"),
     (["--set", "novalue"], "--set expects SECTION.key=value"),
     (["--set", "MODEL.dist_optimizer=lbfgs"], "MODEL.dist_optimizer = 'lbfgs' is out of range (sgd/adam)"),
-    (["--set", "DISTILLATION.init=zeros"], "DISTILLATION.init = 'zeros' is out of range (noise/real/mean)"),
+    (["--set", "DISTILLATION.init=zeros"], "DISTILLATION.init = 'zeros' is out of range (noise/real/mean/herding)"),
     (["--set", "DISTILLATION.outer_loop=0"], "DISTILLATION.outer_loop = 0 is out of range"),
     (["--set", "MODEL.network=resnet"], "MODEL.network = 'resnet' is out of range (seed/convnet/me-convnet)"),
     (["--set", "DISTILLATION.matched_layers=conv"], "DISTILLATION.matched_layers = 'conv' is out of range (all/head)"),
