@@ -124,6 +124,11 @@ GRIDS: dict[str, dict[str, list[str]]] = {
         "herding": ["--baseline", "herding", "--architectures", "convnet,mlp,lenet",
                     "--set", "EVALUATION.normalize=true"],
     },
+    # DC's AlexNet (1 x 28 x 28) on the default's set and on the herding baseline, one cloud per class.
+    "alexnet": {
+        "default-set": ["--eval-only", "assets/mnist_1cpc_default.pt", "--architectures", "alexnet"],
+        "herding": ["--baseline", "herding", "--architectures", "alexnet"],
+    },
     # The default command itself (configs/default.ini), timed end to end by its results.json; its final set is
     # also trained on the MLP and LeNet (about 35 s more on this CPU).
     "default": {"1cpc": ["--architectures", "convnet,mlp,lenet"]},
@@ -216,6 +221,7 @@ PLAN: list[tuple[str, list[str] | None, Budget]] = [
     ("default", None, Budget()),
     ("pool", None, Budget()),
     ("normalize", None, Budget()),
+    ("alexnet", None, Budget()),
     ("cross-arch", None, Budget()),
     # This project's faithful mode at the iterations where the seed's own code was evaluated
     # (experiments/seed_faithfulness.py).
