@@ -170,7 +170,8 @@ GRIDS: dict[str, dict[str, list[str]]] = {
 # in the table instead of silently replacing an asset whose `final` figure would then be stale.
 ASSETS = {"mnist_1cpc_convnet": ("convnet", "meaninit", 300), "mnist_10cpc_convnet": ("convnet", "realinit-10", 400),
           "mnist_1cpc_me_convnet": ("me-convnet", "bg-h1", 300), "mnist_1cpc_default": ("default", "1cpc", 400),
-          "mnist_10cpc_me_convnet": ("me-convnet", "bg-h1-aug-realinit-10", 400)}
+          "mnist_10cpc_me_convnet": ("me-convnet", "bg-h1-aug-realinit-10", 400),
+          "mnist_10cpc_herding_init": ("me-convnet", "bg-h1-aug-herding-10", 200)}
 
 
 @dataclass(frozen=True)
