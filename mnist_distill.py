@@ -102,11 +102,12 @@ def run(argv: Sequence[str] | None = None) -> int:
     test_images = occupancy_to_images(binarize(data.test_images[:n_test], settings.threshold)).to(device)
     test_labels = data.test_labels[:n_test].to(device)
     standardise = pixel_standardiser(real.occupancy) if settings.eval_normalize else (lambda x: x)
+    test_inputs = standardise(test_images)  # once, not at every evaluation
 
     def evaluate(points: torch.Tensor, labels: torch.Tensor, iteration: int) -> None:
         start, images = time.perf_counter(), project_points(points, settings.eval_projection)
-        result = evaluate_set(standardise(images.to(device)), labels.to(device), standardise(test_images),
-                              test_labels, settings, seed=settings.seed * 100_003 + iteration)
+        result = evaluate_set(standardise(images.to(device)), labels.to(device), test_inputs, test_labels, settings,
+                              seed=settings.seed * 100_003 + iteration)
         record.add_evaluation(iteration, images, labels, result, time.perf_counter() - start)
 
     logger = make_logger(run_dir, settings.log)
