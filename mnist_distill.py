@@ -39,13 +39,7 @@ EXIT_BAD_INPUT, EXIT_DIVERGED, EXIT_WRITE_FAILED, EXIT_INTERRUPTED = 2, 3, 4, 13
 
 def baseline_set(name: str, real: RealClouds, settings: Settings) -> torch.Tensor:
     """Points [10 * K, N, 3] of a baseline made of real training digits (seeded by --seed)."""
-    generator = torch.Generator().manual_seed(settings.seed)
-    if name == "random-real":
-        points = real.per_class(settings.cad_per_class, generator)
-    elif name == "herding":
-        points = real.herding(settings.cad_per_class)
-    else:
-        points = real.class_means(settings.cad_per_class, generator)
+    points = real.digits(name, settings.cad_per_class, torch.Generator().manual_seed(settings.seed))
     # At their cell centres the splat projection draws the pixels exactly (the binary projection is the same).
     return points + torch.tensor(CELL_CENTRE) if settings.eval_projection == "splat" else points
 

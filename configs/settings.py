@@ -31,29 +31,42 @@ PROJECTIONS = ("binary", "splat")
 NORMS = ("instance", "none")
 
 
+# Network pool members other than DC's ConvNet: evaluation architectures that also match, on the dense splat
+# image in either path (the larger ones, VGG-11 and ResNet-18, would cost more than the rest of the pool).
+POOL_FAMILIES = ("mlp", "lenet", "alexnet")
+
+
 @dataclass(frozen=True)
 class PoolMember:
-    """One network of DISTILLATION.network_pool: DC's ConvNet of this width, depth and norm."""
+    """One network of DISTILLATION.network_pool: DC's ConvNet of this width, depth and norm (family convnet),
+    or one of POOL_FAMILIES (models/MNIST.py, dense; width, depth and norm unused)."""
 
     width: int
     depth: int
     norm: str
+    family: str = "convnet"
 
     def __str__(self) -> str:
+        if self.family != "convnet":
+            return self.family
         return f"{self.width}x{self.depth}" + ("" if self.norm == "instance" else f"-{self.norm}")
 
 
 def parse_network_pool(value: str) -> tuple[PoolMember, ...]:
-    """``WIDTHxDEPTH[-NORM], ...`` (empty: no pool) -> members; SettingsError names the bad entry."""
+    """``WIDTHxDEPTH[-NORM] | FAMILY, ...`` (empty: no pool) -> members; SettingsError names the bad entry."""
     members = []
     for item in (v.strip().lower() for v in value.split(",")):
         if not item:
             continue
+        if item in POOL_FAMILIES:
+            members.append(PoolMember(0, 0, "", item))
+            continue
         match = re.fullmatch(r"(\d{1,4})x(\d)(?:-(\w+))?", item, re.ASCII)
         width, depth, norm = (int(match[1]), int(match[2]), match[3] or "instance") if match else (0, 0, "")
         if not (8 <= width <= 512 and depth in DEPTHS and norm in NORMS):
-            raise SettingsError(f"DISTILLATION.network_pool = {value!r}: bad entry {item!r} (WIDTHxDEPTH[-NORM]: "
-                                f"width 8-512, depth {'/'.join(map(str, DEPTHS))}, norm {'/'.join(NORMS)})")
+            raise SettingsError(f"DISTILLATION.network_pool = {value!r}: bad entry {item!r} (WIDTHxDEPTH[-NORM] "
+                                f"with width 8-512, depth {'/'.join(map(str, DEPTHS))}, norm {'/'.join(NORMS)}; "
+                                f"or {'/'.join(POOL_FAMILIES)})")
         members.append(PoolMember(width, depth, norm))
     return tuple(members)
 
@@ -464,11 +477,13 @@ def _validate(s: Settings) -> None:
     check(s.eval_batched in BATCHED, "EVALUATION", "batched", s.eval_batched, "/".join(BATCHED))
     check(s.eval_projection in PROJECTIONS, "EVALUATION", "projection", s.eval_projection, "/".join(PROJECTIONS))
     _parse_architecture_lr(s.eval_architecture_lr)
-    if parse_network_pool(s.network_pool):
+    if pool := parse_network_pool(s.network_pool):
         check(s.network in ("convnet", "me-convnet"), "DISTILLATION", "network_pool", s.network_pool,
-              "a pool of DC ConvNets: needs MODEL.network convnet or me-convnet")
+              "a network pool: needs MODEL.network convnet or me-convnet")
         check(s.reinit_net, "DISTILLATION", "network_pool", s.network_pool,
               "a network drawn each iteration: needs DISTILLATION.reinit_net=true")
+        check(s.matched_layers == "all" or all(m.family == "convnet" for m in pool), "DISTILLATION",
+              "network_pool", s.network_pool, f"{'/'.join(POOL_FAMILIES)} need DISTILLATION.matched_layers=all")
 
 
 def _raw_from_saved(saved: dict[str, Any]) -> dict[str, dict[str, str]]:

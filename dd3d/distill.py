@@ -32,6 +32,8 @@ from dd3d.pointsets import (
 from distillation_loss import match_loss
 
 NUM_CLASSES = 10
+# DISTILLATION.init -> the baseline whose digits it starts from (the noise init has none).
+INIT_DIGITS = {"real": "random-real", "mean": "class-mean", "herding": "herding"}
 
 
 class DivergedError(RuntimeError):
@@ -60,6 +62,11 @@ def build_network(settings: Settings, device: torch.device, member: PoolMember |
     """
     channels = 1 if settings.splat else 3
     shape = member or PoolMember(128, settings.net_depth, "instance")
+    if shape.family != "convnet":  # a pool's other architectures: dense, on the splat image (needs splat)
+        from models.MEConv import create_dense_splat
+        from models.MNIST import ARCHITECTURES
+
+        return ARCHITECTURES[shape.family]().to(device), create_dense_splat
     if settings.network == "convnet":
         from models.MEConv import create_dense_splat
         from models.MNIST import ConvNet
@@ -97,14 +104,10 @@ class Distiller:
         # treats real pixels as their cell centres (the binary projection is unchanged either way).
         self.bounds = (SPLAT_LOW, SPLAT_HIGH) if settings.splat else (0.0, IMAGE_SIZE - 1.0)
         self.real_offset = torch.tensor(CELL_CENTRE if settings.splat else (0.0, 0.0, 0.0), device=device)
-        if settings.init == "real":
-            points = real.per_class(k, generator).to(device) + self.real_offset
-        elif settings.init == "mean":
-            points = real.class_means(k, generator).to(device) + self.real_offset
-        elif settings.init == "herding":
-            points = real.herding(k).to(device) + self.real_offset
-        else:
+        if settings.init == "noise":
             points = init_uniform(NUM_CLASSES * k, settings.num_points, generator).to(device)
+        else:
+            points = real.digits(INIT_DIGITS[settings.init], k, generator).to(device) + self.real_offset
         constrain_(points, *self.bounds)
         self.points = points.requires_grad_()
         self.labels = torch.arange(NUM_CLASSES, device=device).repeat_interleave(k)
@@ -112,9 +115,11 @@ class Distiller:
                           else torch.optim.SGD([self.points], lr=settings.dist_lr, momentum=settings.dist_momentum))
         self.use_network(net)
 
-    def use_network(self, net: nn.Module) -> None:
-        """Match in ``net`` from now on (its trainable parameters; the classifier's alone for ``head``)."""
+    def use_network(self, net: nn.Module, to_input: Callable[[torch.Tensor], Any] | None = None) -> None:
+        """Match in ``net`` from now on (its trainable parameters; the classifier's alone for ``head``), fed by
+        ``to_input`` when given (a pool's members may take different inputs)."""
         self.net = net
+        self.to_input = to_input or self.to_input
         self.params = [p for p in net.parameters() if p.requires_grad]
         self.matched = list(net.classifier.parameters()) if self.settings.matched_layers == "head" else self.params
 
@@ -161,7 +166,7 @@ class Distiller:
             torch.manual_seed(seed)
             if self.pool:
                 self.member = self.pool[int(torch.randint(len(self.pool), (1,)))]
-                self.use_network(build_network(self.settings, self.device, self.member)[0])
+                self.use_network(*build_network(self.settings, self.device, self.member))
             else:
                 self.net.load_state_dict(build_network(self.settings, self.device)[0].state_dict())
 

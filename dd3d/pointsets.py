@@ -18,6 +18,9 @@ def binarize(images: torch.Tensor, threshold: int) -> torch.Tensor:
     return images > threshold
 
 
+ARGSORT_ROWS = 4096
+
+
 def capped_pixel_indices(occupancy: torch.Tensor, num_points: int) -> torch.Tensor:
     """Flat indices (row * 28 + col) of the first ``num_points`` occupied pixels in raster order.
 
@@ -26,11 +29,16 @@ def capped_pixel_indices(occupancy: torch.Tensor, num_points: int) -> torch.Tens
     coordinates, so the voxel (and its mean feature) is unchanged. An empty image maps to pixel 0.
     """
     flat = occupancy.reshape(occupancy.shape[0], -1)
+    # In slices of rows: the int64 sort keys, argsort and counts of all 60 000 training digits at once took
+    # ~1.1 GB for a moment, more than the distillation itself needs.
+    return torch.cat([_capped_rows(part, num_points) for part in flat.split(ARGSORT_ROWS)])
+
+
+def _capped_rows(flat: torch.Tensor, num_points: int) -> torch.Tensor:
     m, p = flat.shape
     order = torch.arange(p, device=flat.device).expand(m, p)
     # Occupied pixels sort first, each group in raster order.
-    keys = torch.where(flat, order, order + p)
-    idx = keys.argsort(dim=1)
+    idx = torch.where(flat, order, order + p).argsort(dim=1)
     if num_points > p:
         idx = torch.cat([idx, idx[:, :1].expand(m, num_points - p)], dim=1)
     idx = idx[:, :num_points]
@@ -97,6 +105,17 @@ class RealClouds:
         picks = [herding_select(self.occupancy[idx].flatten(1).float(), k) for idx in self.class_indices]
         chosen = torch.cat([idx[p] for idx, p in zip(self.class_indices, picks, strict=True)])
         return pixel_indices_to_points(self.pixel_idx[chosen])
+
+    def digits(self, kind: str, k: int, generator: torch.Generator) -> torch.Tensor:
+        """``k`` real-digit clouds per class of one baseline kind (random-real, class-mean or herding), the
+        same sets whether they are evaluated as a baseline or start a distillation."""
+        if kind == "random-real":
+            return self.per_class(k, generator)
+        if kind == "class-mean":
+            return self.class_means(k, generator)
+        if kind == "herding":
+            return self.herding(k)
+        raise ValueError(f"unknown real-digit set {kind!r}")
 
     def sample(self, c: int, n: int, generator: torch.Generator) -> torch.Tensor:
         """``n`` random digits of class ``c`` (without replacement) as points [n, num_points, 3]."""

@@ -114,8 +114,11 @@ GRIDS: dict[str, dict[str, list[str]]] = {
     },
     # The default command with its matching network drawn each iteration from a pool of ConvNets (widths, depths,
     # with and without instance norm), for sets that train other architectures: same budget as `default`.
+    # `families`: the pool holds the ME ConvNet and the evaluation's LeNet, AlexNet and MLP (dense, on the splat).
     "pool": {"1cpc": ["--architectures", "convnet,mlp,lenet",
-                      "--set", "DISTILLATION.network_pool=128x3,64x3,128x2,128x3-none,64x2-none"]},
+                      "--set", "DISTILLATION.network_pool=128x3,64x3,128x2,128x3-none,64x2-none"],
+             "families": ["--architectures", "convnet,mlp,lenet,alexnet",
+                          "--set", "DISTILLATION.network_pool=128x3,lenet,alexnet,mlp"]},
     # EVALUATION.normalize (DC's pixel standardisation of the evaluation's images): the default's set and the
     # herding baseline, at one cloud per class; compare the `default` and `cross-arch/herding` rows.
     "normalize": {
@@ -128,6 +131,17 @@ GRIDS: dict[str, dict[str, list[str]]] = {
     "alexnet": {
         "default-set": ["--eval-only", "assets/mnist_1cpc_default.pt", "--architectures", "alexnet"],
         "herding": ["--baseline", "herding", "--architectures", "alexnet"],
+    },
+    # The default command started from the herding baseline's digits instead of the class means, on every
+    # architecture that fits this CPU (compare `default/1cpc`, `cross-arch/herding`, `alexnet`).
+    "herding-init": {"1cpc": ["--set", "DISTILLATION.init=herding", "--architectures", "convnet,mlp,lenet,alexnet"]},
+    # Fifty clouds per class: the default command from the herding digits and the baselines of that size. Their
+    # evaluation (500 images) costs ~40 min per ConvNet x 1000 epochs on one thread here: a reduced budget (PLAN).
+    "fifty": {
+        name: [*flags, "--clouds-per-class", "50", "--architectures", "convnet,mlp,lenet"]
+        for name, flags in (("herding-init", ["--set", "DISTILLATION.init=herding"]),
+                            ("herding", ["--baseline", "herding"]), ("random-real", ["--baseline", "random-real"]),
+                            ("class-mean", ["--baseline", "class-mean"]))
     },
     # The default command itself (configs/default.ini), timed end to end by its results.json; its final set is
     # also trained on the MLP and LeNet (about 35 s more on this CPU).
@@ -223,6 +237,8 @@ PLAN: list[tuple[str, list[str] | None, Budget]] = [
     ("pool", None, Budget()),
     ("normalize", None, Budget()),
     ("alexnet", None, Budget()),
+    ("herding-init", None, Budget()),
+    ("fifty", None, Budget(100, 300, 2, "100")),
     ("cross-arch", None, Budget()),
     # This project's faithful mode at the iterations where the seed's own code was evaluated
     # (experiments/seed_faithfulness.py).

@@ -169,6 +169,27 @@ def test_network_pool_draws_a_member_each_iteration_without_changing_the_real_ba
     assert again.member == pool.member and torch.equal(again.points, pool.points)
 
 
+def test_network_pool_mixes_sparse_convnets_with_dense_architectures_each_fed_its_own_input(mnist):
+    from models.MEConv import MEConvNet
+    from models.MNIST import MLP, LeNet
+
+    flags = ["--no-pytorch", "--set", "MODEL.network=me-convnet", "--set", "DISTILLATION.splat=true",
+             "--set", "DISTILLATION.init=mean", "--set", "DISTILLATION.reinit_net=true", "--distance", "ours"]
+    pool = small_distiller(mnist, *flags, "--set", "DISTILLATION.network_pool=8x2,lenet,mlp")
+    kinds = {"8x2": MEConvNet, "lenet": LeNet, "mlp": MLP}
+    seen = set()
+    for _ in range(8):
+        before = pool.points.detach().clone()
+        pool.step()
+        member = str(pool.member)
+        seen.add(member)
+        assert type(pool.net) is kinds[member] and pool.matched == pool.params
+        # The dense members see the splat image; the sparse ConvNet its voxels.
+        assert (pool.to_input is create_dense_splat) == (member != "8x2")
+        assert pool.points.grad.abs().sum() > 0 and not torch.equal(pool.points, before)
+    assert seen == set(kinds)
+
+
 def test_convnet_splat_matching_gradient_matches_finite_differences():
     torch.manual_seed(0)
     net = ConvNet(channel=1, width=8, depth=2).double()

@@ -70,6 +70,9 @@ def test_user_config_only_needs_changed_keys(tmp_path: Path):
     (["--set", "DISTILLATION.network_pool=128x3,128x5"], "network_pool = '128x3,128x5': bad entry '128x5'"),
     (["--set", "DISTILLATION.network_pool=128x3-batch"], "bad entry '128x3-batch'"),
     (["--set", "DISTILLATION.network_pool=wide"], "bad entry 'wide'"),
+    (["--set", "DISTILLATION.network_pool=lenet,vgg11"], "bad entry 'vgg11'"),
+    (["--set", "DISTILLATION.network_pool=128x3,mlp", "--set", "DISTILLATION.matched_layers=head"],
+     "mlp/lenet/alexnet need DISTILLATION.matched_layers=all"),
     (["--set", "DISTILLATION.network_pool=\u00b2x3"], "bad entry '\u00b2x3'"),
     (["--set", "DISTILLATION.network_pool=64x2", "--set", "DISTILLATION.reinit_net=false"],
      "needs DISTILLATION.reinit_net"),
@@ -161,5 +164,6 @@ def test_network_pool_lists_its_members_and_is_off_by_default():
     assert parse_network_pool("") == ()
     assert parse_network_pool(" 128x3, 64X2-none ,") == (PoolMember(128, 3, "instance"), PoolMember(64, 2, "none"))
     assert [str(m) for m in parse_network_pool("128x3,64x2-none")] == ["128x3", "64x2-none"]
+    assert [str(m) for m in parse_network_pool("LeNet, 64x2,mlp")] == ["lenet", "64x2", "mlp"]
     # Stored in one spelling, so a resume compares pools, not how they were typed.
     assert load_settings(["--set", "DISTILLATION.network_pool= 64X2-NONE, 128x3 ,"]).network_pool == "64x2-none,128x3"
