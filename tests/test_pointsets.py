@@ -134,3 +134,13 @@ def test_baselines_are_the_same_images_under_either_projection(mnist):
         images[projection] = project_points(baseline_set("herding", real, settings), projection)
     assert torch.allclose(images["splat"], images["binary"], atol=1e-3)
     assert images["binary"].sum() > 500  # ten real digits, not an empty image
+
+
+def test_capping_in_row_slices_equals_one_slice(mnist, monkeypatch):
+    import dd3d.pointsets as pointsets
+
+    occ = binarize(mnist.train_images[:100], 75)
+    whole = capped_pixel_indices(occ, 120)  # 100 rows: one slice of ARGSORT_ROWS
+    monkeypatch.setattr(pointsets, "ARGSORT_ROWS", 7)  # 15 slices, the last one short
+    assert torch.equal(capped_pixel_indices(occ, 120), whole)
+    assert torch.equal(capped_pixel_indices(occ, 800), pointsets._capped_rows(occ.flatten(1), 800))
