@@ -9,7 +9,7 @@ from tests.conftest import run_cli
 def test_defaults_are_dc_convnet_matching_on_the_minkowski_path():
     s = load_settings([])
     assert (s.pytorch, s.network, s.net_depth, s.splat, s.reinit_net, s.init) == (False, "me-convnet", 3, True, True,
-                                                                                 "mean")
+                                                                                 "herding")
     assert (s.batch_size, s.dist_opt, s.dist_optimizer, s.dist_lr) == (64, "ours", "adam", 0.05)
     assert (s.cad_per_class, s.num_points, s.total_iterations, s.threshold) == (1, 250, 400, 75)
     assert (s.eval_epochs, s.eval_models, s.augment, s.augment_test) == (1000, 5, True, False)
