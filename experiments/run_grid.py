@@ -134,6 +134,11 @@ GRIDS: dict[str, dict[str, list[str]]] = {
         "default-set": ["--eval-only", "assets/mnist_1cpc_default.pt", "--architectures", "alexnet"],
         "herding": ["--baseline", "herding", "--architectures", "alexnet"],
     },
+    # DC's VGG-11 (instance norm, 1 x 28 x 28) on the default command's set and on its start, herding.
+    "vgg11": {
+        "default-set": ["--eval-only", "assets/mnist_1cpc_herding_init.pt", "--architectures", "vgg11"],
+        "herding": ["--baseline", "herding", "--architectures", "vgg11"],
+    },
     # The default command (configs/default.ini: from the herding baseline's digits; the flag keeps the row's
     # meaning should the default change), on every architecture that fits this CPU (compare `default/1cpc`, the
     # same from the class means, and `cross-arch/herding`, `alexnet`).
@@ -243,7 +248,8 @@ PLAN: list[tuple[str, list[str] | None, Budget]] = [
     ("normalize", None, Budget()),
     ("alexnet", None, Budget()),
     ("herding-init", None, Budget()),
-    ("fifty", None, Budget(100, 300, 2, "100")),
+    ("vgg11", None, Budget(eval_models=2)),
+    ("fifty", None, Budget(300, 300, 2, "300")),
     ("cross-arch", None, Budget()),
     # This project's faithful mode at the iterations where the seed's own code was evaluated
     # (experiments/seed_faithfulness.py).
@@ -289,8 +295,13 @@ def resumable(grid: str, name: str, cmd: list[str]) -> Path | None:
             check_resumable(state["settings"], fresh)
         except (CheckpointError, SettingsError):
             continue
-        if best_iteration < int(state["iteration"]) < fresh.total_iterations:
-            best, best_iteration = path.parent, int(state["iteration"])
+        iteration = int(state["iteration"])
+        # A checkpoint at the target itself still counts when that set was never evaluated (a longer run
+        # stopped there): continuing it just evaluates.
+        evaluated = any(e["iteration"] == iteration for e in state.get("evaluations", []))
+        if best_iteration < iteration and (iteration < fresh.total_iterations
+                                           or (iteration == fresh.total_iterations and not evaluated)):
+            best, best_iteration = path.parent, iteration
     return best
 
 

@@ -95,3 +95,11 @@ def test_a_longer_budget_continues_the_shorter_run(tmp_path, monkeypatch):
     run_grid.export_assets()
     asset = torch.load(tmp_path / "assets" / "tiny.pt", weights_only=False)
     assert asset["iteration"] == 3 and (tmp_path / "assets" / "tiny.png").exists()
+
+    # A run stopped exactly at the target before evaluating it (a longer run interrupted there) is continued:
+    # continuing it only evaluates.
+    checkpoint = shorter / run_grid.CHECKPOINT_NAME
+    state = torch.load(checkpoint, weights_only=False)
+    state["evaluations"] = [e for e in state["evaluations"] if e["iteration"] != 3]
+    torch.save(state, checkpoint)
+    assert run_grid.resumable("g", "tiny", command("g", "tiny", flags, Budget(3, 5, 2))) == shorter
