@@ -173,9 +173,9 @@ class Distiller:
     def train_network(self, steps: int) -> None:
         """DC's inner loop: plain SGD steps of the network on the current synthetic set (points fixed)."""
         opt = torch.optim.SGD(self.params, lr=self.settings.net_lr)
-        points = self.points.detach()
+        inputs = self.to_input(self.points.detach())  # the points stay put during the loop: build the input once
         for _ in range(steps):
-            loss = F.cross_entropy(self.net(self.to_input(points)), self.labels)
+            loss = F.cross_entropy(self.net(inputs), self.labels)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()

@@ -139,6 +139,11 @@ GRIDS: dict[str, dict[str, list[str]]] = {
         "default-set": ["--eval-only", "assets/mnist_1cpc_herding_init.pt", "--architectures", "vgg11"],
         "herding": ["--baseline", "herding", "--architectures", "vgg11"],
     },
+    # DC's ResNet-18 (instance norm, 1 x 28 x 28) likewise; ~10 min per model here, so 2 models (PLAN).
+    "resnet18": {
+        "default-set": ["--eval-only", "assets/mnist_1cpc_herding_init.pt", "--architectures", "resnet18"],
+        "herding": ["--baseline", "herding", "--architectures", "resnet18"],
+    },
     # The default command (configs/default.ini: from the herding baseline's digits; the flag keeps the row's
     # meaning should the default change), on every architecture that fits this CPU (compare `default/1cpc`, the
     # same from the class means, and `cross-arch/herding`, `alexnet`).
@@ -150,6 +155,17 @@ GRIDS: dict[str, dict[str, list[str]]] = {
         for name, flags in (("herding-init", ["--set", "DISTILLATION.init=herding"]),
                             ("herding", ["--baseline", "herding"]), ("random-real", ["--baseline", "random-real"]),
                             ("class-mean", ["--baseline", "class-mean"]))
+    },
+    # Adam's step on the coordinates (MODEL.dist_lr) at ten and fifty clouds per class, from herding's digits: Adam
+    # moves every point about dist_lr pixels per step whatever its gradient's share of the signal, which is
+    # smaller per cloud the more clouds a class has. `10-lr0.05` is the default's step (the
+    # `mnist_10cpc_herding_init` asset, evaluated at this grid's budget); `10-lr0.01` evaluates its start too.
+    "step-size": {
+        "10-lr0.01": ["--set", "DISTILLATION.init=herding", "--clouds-per-class", "10", "--set", "MODEL.dist_lr=0.01",
+                      "--architectures", "convnet,mlp,lenet"],
+        "10-lr0.05": ["--eval-only", "assets/mnist_10cpc_herding_init.pt", "--architectures", "convnet,mlp,lenet"],
+        "50-lr0.01": ["--set", "DISTILLATION.init=herding", "--clouds-per-class", "50", "--set", "MODEL.dist_lr=0.01",
+                      "--architectures", "convnet,mlp,lenet"],
     },
     # The default command as it was until its start became the herding digits (so now with the class means
     # explicitly); its final set is also trained on the MLP and LeNet (about 35 s more on this CPU). The default
@@ -249,7 +265,11 @@ PLAN: list[tuple[str, list[str] | None, Budget]] = [
     ("alexnet", None, Budget()),
     ("herding-init", None, Budget()),
     ("vgg11", None, Budget(eval_models=2)),
+    ("resnet18", None, Budget(eval_models=2)),
     ("fifty", None, Budget(300, 300, 2, "300")),
+    ("step-size", ["10-lr0.01"], Budget(200, 300, 2, "0,200")),
+    ("step-size", ["10-lr0.05"], Budget(eval_epochs=300, eval_models=2)),
+    ("step-size", ["50-lr0.01"], Budget(300, 300, 2, "300")),
     ("cross-arch", None, Budget()),
     # This project's faithful mode at the iterations where the seed's own code was evaluated
     # (experiments/seed_faithfulness.py).
