@@ -169,6 +169,12 @@ GRIDS: dict[str, dict[str, list[str]]] = {
         "10-lr0.05-binary": ["--eval-only", "assets/mnist_10cpc_herding_init.pt", "--architectures", "mlp,lenet",
                              "--set", "EVALUATION.projection=binary"],
     },
+    # DC's real batch (256 digits per class and match instead of 64) at ten clouds per class, from herding's digits:
+    # a less noisy target gradient (compare `step-size/10-lr0.05`, the same at 64).
+    "real-batch": {
+        "10-b256": ["--set", "DISTILLATION.init=herding", "--clouds-per-class", "10", "--set", "MODEL.batch_size=256",
+                    "--architectures", "convnet,mlp,lenet"],
+    },
     # DC's inner loop at ten clouds per class (DC's 10 outer x 50 inner steps): each iteration matches in one
     # fresh network as it is trained on the synthetic set, so later matches see a trained network's gradients.
     # ~3 min per iteration here: 20 iterations, as many coordinate updates as `step-size/10-lr0.05`'s 200.
@@ -281,6 +287,7 @@ PLAN: list[tuple[str, list[str] | None, Budget]] = [
     ("step-size", ["10-lr0.05"], Budget(eval_epochs=300, eval_models=2)),
     ("step-size", ["10-lr0.05-binary"], Budget()),
     ("inner-loop", None, Budget(20, 300, 2, "20")),
+    ("real-batch", None, Budget(200, 300, 2, "200")),
     ("cross-arch", None, Budget()),
     # This project's faithful mode at the iterations where the seed's own code was evaluated
     # (experiments/seed_faithfulness.py).
