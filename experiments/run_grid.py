@@ -45,6 +45,7 @@ DC = ["--set", "DISTILLATION.reinit_net=true", "--distance", "ours"]
 SPLAT = ["--set", "DISTILLATION.splat=true"]
 REAL_INIT = ["--set", "DISTILLATION.init=real"]
 MEAN_INIT = ["--set", "DISTILLATION.init=mean"]
+HERDING_INIT = ["--set", "DISTILLATION.init=herding"]
 HEAD_ONLY = ["--set", "DISTILLATION.matched_layers=head"]
 ADAM = ["--set", "MODEL.dist_optimizer=adam", "--set", "MODEL.dist_lr=0.05"]
 # DC's ConvNet as the matching network, on the splatted grid; 64 real digits per class and match.
@@ -52,6 +53,13 @@ CONVNET = [*SEED_CLEAN_TEST, "--pytorch", "--set", "MODEL.network=convnet", *DC,
            "--set", "MODEL.batch_size=64"]
 MECONVNET = [*SEED_CLEAN_TEST, "--no-pytorch", "--network", "me-convnet", *DC, *SPLAT, *ADAM,
              "--set", "MODEL.batch_size=64", "--set", "DISTILLATION.init=mean"]
+
+
+
+def herding_10(*variant: str) -> list[str]:
+    """A distillation of ten clouds per class from herding's digits, with ``variant``'s flags, on the cheap nets."""
+    return [*HERDING_INIT, "--clouds-per-class", "10", *variant, "--architectures", "convnet,mlp,lenet"]
+
 
 GRIDS: dict[str, dict[str, list[str]]] = {
     # Table 1 of the seed: network x depth, modmse, fixed random network, 1 cloud per class.
@@ -134,25 +142,20 @@ GRIDS: dict[str, dict[str, list[str]]] = {
         "default-set": ["--eval-only", "assets/mnist_1cpc_default.pt", "--architectures", "alexnet"],
         "herding": ["--baseline", "herding", "--architectures", "alexnet"],
     },
-    # DC's VGG-11 (instance norm, 1 x 28 x 28) on the default command's set and on its start, herding.
-    "vgg11": {
-        "default-set": ["--eval-only", "assets/mnist_1cpc_herding_init.pt", "--architectures", "vgg11"],
-        "herding": ["--baseline", "herding", "--architectures", "vgg11"],
-    },
-    # DC's ResNet-18 (instance norm, 1 x 28 x 28) likewise; ~10 min per model here, so 2 models (PLAN).
-    "resnet18": {
-        "default-set": ["--eval-only", "assets/mnist_1cpc_herding_init.pt", "--architectures", "resnet18"],
-        "herding": ["--baseline", "herding", "--architectures", "resnet18"],
-    },
+    # DC's VGG-11 and ResNet-18 (instance norm, 1 x 28 x 28) on the default command's set and on its start,
+    # herding; ~5 and ~10 min per model here, so 2 models (PLAN).
+    **{arch: {"default-set": ["--eval-only", "assets/mnist_1cpc_herding_init.pt", "--architectures", arch],
+              "herding": ["--baseline", "herding", "--architectures", arch]}
+       for arch in ("vgg11", "resnet18")},
     # The default command (configs/default.ini: from the herding baseline's digits; the flag keeps the row's
     # meaning should the default change), on every architecture that fits this CPU (compare `default/1cpc`, the
     # same from the class means, and `cross-arch/herding`, `alexnet`).
-    "herding-init": {"1cpc": ["--set", "DISTILLATION.init=herding", "--architectures", "convnet,mlp,lenet,alexnet"]},
+    "herding-init": {"1cpc": [*HERDING_INIT, "--architectures", "convnet,mlp,lenet,alexnet"]},
     # Fifty clouds per class: the default command from the herding digits and the baselines of that size. Their
     # evaluation (500 images) costs ~40 min per ConvNet x 1000 epochs on one thread here: a reduced budget (PLAN).
     "fifty": {
         name: [*flags, "--clouds-per-class", "50", "--architectures", "convnet,mlp,lenet"]
-        for name, flags in (("herding-init", ["--set", "DISTILLATION.init=herding"]),
+        for name, flags in (("herding-init", HERDING_INIT),
                             ("herding", ["--baseline", "herding"]), ("random-real", ["--baseline", "random-real"]),
                             ("class-mean", ["--baseline", "class-mean"]))
     },
@@ -161,8 +164,7 @@ GRIDS: dict[str, dict[str, list[str]]] = {
     # smaller per cloud the more clouds a class has. `10-lr0.05` is the default's step (the
     # `mnist_10cpc_herding_init` asset, evaluated at this grid's budget); `10-lr0.01` evaluates its start too.
     "step-size": {
-        "10-lr0.01": ["--set", "DISTILLATION.init=herding", "--clouds-per-class", "10", "--set", "MODEL.dist_lr=0.01",
-                      "--architectures", "convnet,mlp,lenet"],
+        "10-lr0.01": herding_10("--set", "MODEL.dist_lr=0.01"),
         "10-lr0.05": ["--eval-only", "assets/mnist_10cpc_herding_init.pt", "--architectures", "convnet,mlp,lenet"],
         # Is the gray of the splat what costs the MLP? The same set's binary projection, on the two cheap nets, by
         # the full protocol (compare `me-convnet/bg-h1-aug-herding-10`, its splat image, and `cross-arch/herding-10`).
@@ -172,16 +174,13 @@ GRIDS: dict[str, dict[str, list[str]]] = {
     # DC's real batch (256 digits per class and match instead of 64) at ten clouds per class, from herding's digits:
     # a less noisy target gradient (compare `step-size/10-lr0.05`, the same at 64).
     "real-batch": {
-        "10-b256": ["--set", "DISTILLATION.init=herding", "--clouds-per-class", "10", "--set", "MODEL.batch_size=256",
-                    "--architectures", "convnet,mlp,lenet"],
+        "10-b256": herding_10("--set", "MODEL.batch_size=256"),
     },
     # DC's inner loop at ten clouds per class (DC's 10 outer x 50 inner steps): each iteration matches in one
     # fresh network as it is trained on the synthetic set, so later matches see a trained network's gradients.
     # ~3 min per iteration here: 20 iterations, as many coordinate updates as `step-size/10-lr0.05`'s 200.
     "inner-loop": {
-        "10-dc": ["--set", "DISTILLATION.init=herding", "--clouds-per-class", "10",
-                  "--set", "DISTILLATION.outer_loop=10", "--set", "DISTILLATION.inner_loop=50",
-                  "--architectures", "convnet,mlp,lenet"],
+        "10-dc": herding_10("--set", "DISTILLATION.outer_loop=10", "--set", "DISTILLATION.inner_loop=50"),
     },
     # The default command as it was until its start became the herding digits (so now with the class means
     # explicitly); its final set is also trained on the MLP and LeNet (about 35 s more on this CPU). The default
