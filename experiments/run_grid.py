@@ -55,7 +55,6 @@ MECONVNET = [*SEED_CLEAN_TEST, "--no-pytorch", "--network", "me-convnet", *DC, *
              "--set", "MODEL.batch_size=64", "--set", "DISTILLATION.init=mean"]
 
 
-
 def herding_10(*variant: str) -> list[str]:
     """A distillation of ten clouds per class from herding's digits, with ``variant``'s flags, on the cheap nets."""
     return [*HERDING_INIT, "--clouds-per-class", "10", *variant, "--architectures", "convnet,mlp,lenet"]
