@@ -3,7 +3,8 @@
 Each gradient list holds one tensor per network parameter. ``ours`` and ``modmse`` work layer by layer
 and, as in DC's ``distance_wb``, ignore 1-D parameters (biases, normalisation scales): their gradients
 carry little about the data and would dominate a squared distance. ``mse`` and ``cos`` flatten all
-parameters into one vector.
+parameters into one vector. ``embedding_distance`` is distribution matching's (DM): no gradients, only the
+features the network's classifier reads.
 """
 
 from collections.abc import Sequence
@@ -53,3 +54,8 @@ def match_loss(gw_syn: Sequence[torch.Tensor], gw_real: Sequence[torch.Tensor], 
         s, r = _flat(gw_syn), _flat(gw_real)
         return 1 - (s * r).sum() / (s.norm() * r.norm() + _EPS)
     raise ValueError(f"unknown distance {dis_metric!r} (use one of {', '.join(DISTANCES)})")
+
+
+def embedding_distance(emb_syn: torch.Tensor, emb_real: torch.Tensor) -> torch.Tensor:
+    """DM's distance: squared Euclidean distance between the mean embeddings [B, D] of the two batches."""
+    return ((emb_real.mean(0) - emb_syn.mean(0)) ** 2).sum()

@@ -130,8 +130,9 @@ def run(argv: Sequence[str] | None = None) -> int:
         start_iteration = int(saved["iteration"])
         record.extra["resumed_from"] = str(invocation.resume)
     network = f"pool {settings.network_pool}" if settings.network_pool else f"depth {settings.net_depth}"
-    LOG.info("dd3d: %s path, %s, %s distance, 10 x %d clouds of %d points, iterations %d-%d on %s",
-             settings.mode, network, settings.dist_opt, settings.cad_per_class, settings.num_points,
+    matching = f"{settings.dist_opt} distance" if settings.objective == "gradient" else "distribution matching"
+    LOG.info("dd3d: %s path, %s, %s, 10 x %d clouds of %d points, iterations %d-%d on %s",
+             settings.mode, network, matching, settings.cad_per_class, settings.num_points,
              start_iteration, settings.total_iterations, device)
 
     # The outer loop: at iteration i the synthetic set has had i coordinate updates.

@@ -15,7 +15,8 @@ machine's own floor, measured side by side in one run. Prints one JSON object.
   dense mode (configs/convnet.ini), seconds per iteration with their floors;
 * floor: FLOPs of one outer iteration (torch.utils.flop_counter) / this machine's sgemm speed measured
   here; each path's ratio to it;
-* evaluation: one DC ConvNet trained for the default epochs on 10 images, plus the 10 000-digit test pass;
+* evaluation: one DC ConvNet trained for the default epochs on 10 images, plus the 10 000-digit test pass; again
+  with EVALUATION.precision = bf16, against the fp32 floor and the machine's bfloat16 GEMM speed;
 * evaluation_architectures: for every evaluation architecture, seconds per model of N models trained one
   after another (loop) and as one vmapped stack (batched), on 10 images, from a timed slice of epochs and
   test digits scaled to the default epochs and the 10 000 test digits; FLOPs of one model and its floor.
@@ -76,8 +77,9 @@ def timed(fn: Callable[[], object], repeats: int, warmup: int, device: torch.dev
     return out
 
 
-def sgemm_flops_per_s(device: torch.device, n: int = 4096, repeats: int = 5) -> float:
-    a, b = torch.randn(n, n, device=device), torch.randn(n, n, device=device)
+def sgemm_flops_per_s(device: torch.device, n: int = 4096, repeats: int = 5,
+                      dtype: torch.dtype = torch.float32) -> float:
+    a, b = torch.randn(n, n, device=device, dtype=dtype), torch.randn(n, n, device=device, dtype=dtype)
     best = min(timed(lambda: a @ b, repeats, 1, device))
     return 2 * n**3 / best
 
@@ -173,8 +175,11 @@ def bench_seed_code(seed_git: Path, python: str, pytorch: bool, iterations: int)
     return {"seconds_per_iteration": result["s_per_it"], "samples": result["all"], "python": python}
 
 
-def bench_evaluation(data, device: torch.device, epochs: int, flops_per_s: float) -> dict:
-    settings = load_settings(["--device", device.type, "--eval-epochs", str(epochs)])
+def bench_evaluation(data, device: torch.device, epochs: int, flops_per_s: float, precision: str = "fp32",
+                     bf16_flops_per_s: float | None = None) -> dict:
+    """One ConvNet trained on 10 images and its test pass; with bf16, also its ratio to the bf16 GEMM floor."""
+    settings = load_settings(["--device", device.type, "--eval-epochs", str(epochs),
+                              "--set", f"EVALUATION.precision={precision}"])
     picks = torch.cat([torch.nonzero(data.train_labels == c).flatten()[:1] for c in range(10)])
     images = occupancy_to_images(binarize(data.train_images[picks], 75)).to(device)
     labels = data.train_labels[picks].to(device)
@@ -183,13 +188,19 @@ def bench_evaluation(data, device: torch.device, epochs: int, flops_per_s: float
     g, lr, one = torch.Generator().manual_seed(0), settings.classifier_lr, load_settings(["--eval-epochs", "1"])
     [train_s] = timed(lambda: train_model(ConvNet().to(device), images, labels, settings, g, lr), 1, 0, device)
     net = train_model(ConvNet().to(device), images, labels, one, g, lr)
-    [test_s] = timed(lambda: test_accuracy(net, test_images, test_labels, False, g), 1, 1, device)
+    [test_s] = timed(lambda: test_accuracy(net, test_images, test_labels, False, g, precision=precision), 1, 1,
+                     device)
     one_epoch = count_flops(lambda: train_model(ConvNet().to(device), images, labels, one, g, lr))
     test_flops = count_flops(lambda: test_accuracy(net, test_images, test_labels, False, g))
     flops = one_epoch * epochs + test_flops
     floor = flops / flops_per_s
-    return {"epochs": epochs, "train_seconds": train_s, "test_seconds": test_s, "seconds": train_s + test_s,
-            "flops": flops, "floor_seconds": floor, "ratio_to_floor": (train_s + test_s) / floor}
+    seconds = train_s + test_s
+    out = {"epochs": epochs, "precision": precision, "train_seconds": train_s, "test_seconds": test_s,
+           "seconds": seconds, "flops": flops, "floor_seconds": floor, "ratio_to_floor": seconds / floor}
+    if bf16_flops_per_s:  # the same FLOPs at the machine's bfloat16 GEMM speed
+        out["bf16_floor_seconds"] = flops / bf16_flops_per_s
+        out["ratio_to_bf16_floor"] = seconds * bf16_flops_per_s / flops
+    return out
 
 
 def bench_architecture(arch: str, images: torch.Tensor, labels: torch.Tensor, test_images: torch.Tensor,
@@ -281,6 +292,8 @@ def main() -> int:
         "torch": torch.__version__, "threads": torch.get_num_threads(), "quick": args.quick,
         "sgemm_gflops": speed / 1e9,
     }
+    bf16_speed = sgemm_flops_per_s(device, dtype=torch.bfloat16)
+    out["bf16_gemm_gflops"] = bf16_speed / 1e9
     if not args.only_architectures:
         paths = {"pytorch": True} | ({"minkowski": False} if me is not None else {})
         for name, pytorch in paths.items():
@@ -294,7 +307,10 @@ def main() -> int:
         if me is not None:
             out["configurations"] = {name: bench_distiller(make_distiller(cli, data, device), device, repeats, speed)
                                      for name, cli in CONFIGURATIONS.items()}
-        out["evaluation_model"] = bench_evaluation(data, device, 50 if args.quick else 1000, speed)
+        epochs = 50 if args.quick else 1000
+        out["evaluation_model"] = bench_evaluation(data, device, epochs, speed)
+        # EVALUATION.precision = bf16: the same model and FLOPs, against both floors.
+        out["evaluation_model_bf16"] = bench_evaluation(data, device, epochs, speed, "bf16", bf16_speed)
     if args.architectures != "none":
         archs = load_settings(["--architectures", args.architectures]).eval_architectures
         slice_epochs, test_digits = (5, 500) if args.quick else (20, 2000)

@@ -28,7 +28,10 @@ BASELINES = ("random-real", "class-mean", "herding")
 ARCHITECTURES = ("convnet", "mlp", "lenet", "alexnet", "vgg11", "resnet18")
 BATCHED = ("auto", "true", "false")
 PROJECTIONS = ("binary", "splat")
+PRECISIONS = ("fp32", "bf16")
 NORMS = ("instance", "none")
+# What the synthetic clouds match: the gradients real digits induce (DC) or their mean embedding (DM).
+OBJECTIVES = ("gradient", "distribution")
 
 
 # Network pool members other than DC's ConvNet: evaluation architectures that also match, on the dense splat
@@ -105,6 +108,7 @@ class Settings:
     matched_layers: str
     splat: bool
     augment_match: bool
+    objective: str
     network_pool: str
     reinit_net: bool
     outer_loop: int
@@ -128,6 +132,7 @@ class Settings:
     eval_batched: str
     eval_projection: str
     eval_normalize: bool
+    eval_precision: str
 
     def eval_lr(self, architecture: str) -> float:
         """Learning rate of an evaluation architecture: EVALUATION.architecture_lr, else MODEL.classifier_lr."""
@@ -185,6 +190,7 @@ SCHEMA: dict[str, dict[str, tuple[str, str]]] = {
         "matched_layers": ("matched_layers", _STR),
         "splat": ("splat", _BOOL),
         "augment_match": ("augment_match", _BOOL),
+        "objective": ("objective", _STR),
         "network_pool": ("network_pool", _STR),
         "reinit_net": ("reinit_net", _BOOL),
         "outer_loop": ("outer_loop", _INT),
@@ -210,6 +216,7 @@ SCHEMA: dict[str, dict[str, tuple[str, str]]] = {
         "batched": ("eval_batched", _STR),
         "projection": ("eval_projection", _STR),
         "normalize": ("eval_normalize", _BOOL),
+        "precision": ("eval_precision", _STR),
     },
 }
 
@@ -475,8 +482,12 @@ def _validate(s: Settings) -> None:
     check(s.eval_weight_decay >= 0, "EVALUATION", "weight_decay", s.eval_weight_decay, ">= 0")
     check(0 <= s.test_size <= 10000, "EVALUATION", "test_size", s.test_size, "0-10000")
     check(s.eval_batched in BATCHED, "EVALUATION", "batched", s.eval_batched, "/".join(BATCHED))
+    check(s.eval_precision in PRECISIONS, "EVALUATION", "precision", s.eval_precision, "/".join(PRECISIONS))
     check(s.eval_projection in PROJECTIONS, "EVALUATION", "projection", s.eval_projection, "/".join(PROJECTIONS))
     _parse_architecture_lr(s.eval_architecture_lr)
+    check(s.objective in OBJECTIVES, "DISTILLATION", "objective", s.objective, "/".join(OBJECTIVES))
+    check(s.objective == "gradient" or s.network in ("convnet", "me-convnet"), "DISTILLATION", "objective",
+          s.objective, "distribution matches DC's ConvNet's embedding: needs MODEL.network convnet or me-convnet")
     if pool := parse_network_pool(s.network_pool):
         check(s.network in ("convnet", "me-convnet"), "DISTILLATION", "network_pool", s.network_pool,
               "a network pool: needs MODEL.network convnet or me-convnet")
@@ -484,6 +495,8 @@ def _validate(s: Settings) -> None:
               "a network drawn each iteration: needs DISTILLATION.reinit_net=true")
         check(s.matched_layers == "all" or all(m.family == "convnet" for m in pool), "DISTILLATION",
               "network_pool", s.network_pool, f"{'/'.join(POOL_FAMILIES)} need DISTILLATION.matched_layers=all")
+        check(s.objective == "gradient" or all(m.family == "convnet" for m in pool), "DISTILLATION",
+              "network_pool", s.network_pool, "distribution matching: a pool of ConvNets only (WIDTHxDEPTH[-NORM])")
 
 
 def _raw_from_saved(saved: dict[str, Any]) -> dict[str, dict[str, str]]:
@@ -556,13 +569,14 @@ RESUMABLE_CHANGES = frozenset({
     "dataset_dir", "distillation_checkpoint_dir",
     "classifier_lr", "eval_models", "eval_epochs", "eval_batch_size", "eval_momentum", "eval_weight_decay",
     "augment", "augment_test", "test_size", "eval_architectures", "eval_architecture_lr", "eval_batched",
-    "eval_projection", "eval_normalize",
+    "eval_projection", "eval_normalize", "eval_precision",
 })
 
 
 # Keys newer than some checkpoints: a checkpoint without one ran with this value (the earlier behaviour).
 KEYS_ADDED_LATER = {"network": "seed", "matched_layers": "all", "halo": 1, "augment_match": False,
-                    "absent_voxels": "skip", "eval_projection": "binary", "network_pool": "", "eval_normalize": False}
+                    "absent_voxels": "skip", "eval_projection": "binary", "network_pool": "", "eval_normalize": False,
+                    "objective": "gradient", "eval_precision": "fp32"}
 
 
 def check_resumable(saved: dict[str, Any], settings: Settings) -> None:

@@ -1,4 +1,5 @@
 """One outer iteration of gradient matching, and the state it updates (the synthetic coordinates).
+With DISTILLATION.objective = distribution the same loop matches mean embeddings instead (DM).
 
 Faithful to the seed: one distillation network, initialised once and never trained; for every class a
 random real batch gives the target gradients (constants) and the class's synthetic clouds give
@@ -29,7 +30,7 @@ from dd3d.pointsets import (
     random_planar_transform,
     transform_points,
 )
-from distillation_loss import match_loss
+from distillation_loss import embedding_distance, match_loss
 
 NUM_CLASSES = 10
 # DISTILLATION.init -> the baseline whose digits it starts from (the noise init has none).
@@ -130,6 +131,16 @@ class Distiller:
         target = torch.full((len(points),), c, dtype=torch.long, device=self.device)
         return torch.autograd.grad(F.cross_entropy(logits, target), self.matched, create_graph=create_graph)
 
+    def class_distance(self, real: torch.Tensor, syn: torch.Tensor, c: int) -> torch.Tensor:
+        """How far class ``c``'s synthetic clouds are from its real batch, under DISTILLATION.objective."""
+        if self.settings.objective == "distribution":
+            with torch.no_grad():  # the real side is a constant target
+                emb_real = self.net.embed(self.to_input(real))
+            return embedding_distance(self.net.embed(self.to_input(syn)), emb_real)
+        gw_real = [g.detach() for g in self.class_gradients(real, c, create_graph=False)]
+        gw_syn = self.class_gradients(syn, c, create_graph=True)
+        return match_loss(gw_syn, gw_real, self.settings.dist_opt)
+
     def match_and_update(self) -> tuple[list[float], float]:
         """One gradient match over all classes and one SGD step on the coordinates."""
         s, k = self.settings, self.settings.cad_per_class
@@ -141,9 +152,7 @@ class Distiller:
             if s.augment_match:  # one draw per class, applied to both sides (DSA)
                 a, t = random_planar_transform(self.generator)
                 real, syn = transform_points(real, a, t), transform_points(syn, a, t)
-            gw_real = [g.detach() for g in self.class_gradients(real, c, create_graph=False)]
-            gw_syn = self.class_gradients(syn, c, create_graph=True)
-            distance = match_loss(gw_syn, gw_real, s.dist_opt)
+            distance = self.class_distance(real, syn, c)
             # Backward per class: the same summed gradient, with one class's graph alive at a time.
             distance.backward()
             per_class.append(float(distance.detach()))

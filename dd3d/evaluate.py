@@ -12,6 +12,9 @@ model k's own seed in the same sequence, so they give the same models up to floa
 batches. Which path runs, for training and for testing, is ``EVALUATION.batched``: ``auto`` stacks on CUDA
 and, on the CPU, only where the stack measured faster (``BATCHED_ON_CPU``): there the convolutional nets are
 compute-bound already, and vmap's grouped convolutions and per-model norm affines only add work.
+
+``EVALUATION.precision = bf16`` runs every forward (training and test) under bfloat16 autocast; the weights, their
+gradients and SGD stay float32.
 """
 
 from __future__ import annotations
@@ -142,6 +145,11 @@ def make_models(architecture: str, seeds: Sequence[int], device: torch.device) -
     return models
 
 
+def autocast(device: torch.device, precision: str) -> torch.autocast:
+    """The forward passes' arithmetic: a no-op for fp32; bfloat16 autocast for bf16 (float32 master weights)."""
+    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16")
+
+
 def _sgd(params: Sequence[torch.Tensor], lr: float, settings: Settings) -> torch.optim.SGD:
     return torch.optim.SGD(params, lr=lr, momentum=settings.eval_momentum, weight_decay=settings.eval_weight_decay)
 
@@ -161,7 +169,8 @@ def train_model(net: nn.Module, images: torch.Tensor, labels: torch.Tensor, sett
             x = images[batch]
             if settings.augment:
                 x = augment(x, generator)
-            loss = F.cross_entropy(net(x), labels[batch])
+            with autocast(x.device, settings.eval_precision):
+                loss = F.cross_entropy(net(x), labels[batch])
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -207,7 +216,8 @@ def train_stack(stack: ModelStack, images: torch.Tensor, labels: torch.Tensor, s
             x = images[batch]  # [N, B, C, H, W]: each model its own batch
             if settings.augment:
                 x = augment_stacked(x, generators)
-            logits = stack(x)
+            with autocast(x.device, settings.eval_precision):
+                logits = stack(x)
             # The sum over models of each model's mean loss: model k's gradient is its own loss's gradient.
             per_sample = F.cross_entropy(logits.flatten(0, 1), labels[batch].flatten(), reduction="none")
             loss = per_sample.view(stack.n, -1).mean(1).sum()
@@ -219,22 +229,25 @@ def train_stack(stack: ModelStack, images: torch.Tensor, labels: torch.Tensor, s
 
 @torch.no_grad()
 def test_accuracy(net: nn.Module, images: torch.Tensor, labels: torch.Tensor, augment_test: bool,
-                  generator: torch.Generator, batch_size: int = 500) -> float:
-    # channels_last: the large test batches run their convolutions and pooling ~15 % faster on the CPU.
-    net.eval().to(memory_format=torch.channels_last)
+                  generator: torch.Generator, batch_size: int = 500, precision: str = "fp32") -> float:
+    # channels_last: the large test batches run their convolutions and pooling ~15 % faster on the CPU in fp32;
+    # in bf16 it makes them slower (the norms' bfloat16 kernels), so bf16 keeps the default layout.
+    layout = torch.channels_last if precision == "fp32" else torch.contiguous_format
+    net.eval().to(memory_format=layout)
     correct = 0
     for start in range(0, len(images), batch_size):
         x = images[start:start + batch_size]
         if augment_test:
             x = augment(x, generator)
-        logits = net(x.contiguous(memory_format=torch.channels_last))
+        with autocast(x.device, precision):
+            logits = net(x.contiguous(memory_format=layout))
         correct += int((logits.argmax(1) == labels[start:start + batch_size]).sum())
     return correct / len(images)
 
 
 @torch.no_grad()
 def test_stack(stack: ModelStack, images: torch.Tensor, labels: torch.Tensor, augment_test: bool,
-               generators: Sequence[torch.Generator], batch_size: int = 500) -> list[float]:
+               generators: Sequence[torch.Generator], batch_size: int = 500, precision: str = "fp32") -> list[float]:
     """``test_accuracy`` of each stacked model; test digits shared by all models unless augmented per model."""
     stack.template.eval()
     correct = torch.zeros(stack.n, dtype=torch.long, device=images.device)
@@ -246,10 +259,8 @@ def test_stack(stack: ModelStack, images: torch.Tensor, labels: torch.Tensor, au
         if augment_test:
             x = augment_stacked(x.expand(stack.n, *x.shape), generators)
         for c in range(0, len(y), chunk):
-            if augment_test:
-                logits = stack(x[:, c:c + chunk])
-            else:
-                logits = stack(x[c:c + chunk], shared=True)
+            with autocast(x.device, precision):
+                logits = stack(x[:, c:c + chunk]) if augment_test else stack(x[c:c + chunk], shared=True)
             correct += (logits.argmax(-1) == y[c:c + chunk]).sum(1)
     return (correct.double() / len(images)).tolist()
 
@@ -279,8 +290,10 @@ def evaluate_architecture(architecture: str, images: torch.Tensor, labels: torch
         nets = [train_model(net, images, labels, settings, g, lr) for net, g in zip(nets, generators, strict=True)]
     # Each generator goes on from where its model's training left it, whichever path trained it.
     if batched_test:
-        return EvalResult(test_stack(ModelStack(nets), test_images, test_labels, settings.augment_test, generators))
-    return EvalResult([test_accuracy(net, test_images, test_labels, settings.augment_test, g)
+        return EvalResult(test_stack(ModelStack(nets), test_images, test_labels, settings.augment_test, generators,
+                                     precision=settings.eval_precision))
+    return EvalResult([test_accuracy(net, test_images, test_labels, settings.augment_test, g,
+                                     precision=settings.eval_precision)
                        for net, g in zip(nets, generators, strict=True)])
 
 

@@ -181,6 +181,11 @@ GRIDS: dict[str, dict[str, list[str]]] = {
     "inner-loop": {
         "10-dc": herding_10("--set", "DISTILLATION.outer_loop=10", "--set", "DISTILLATION.inner_loop=50"),
     },
+    # Distribution matching (DM: the real batch's mean embedding in a fresh ConvNet, no second order) instead of
+    # gradients, from herding's digits, with DM's 256 real digits per class and match.
+    "distribution": {
+        "10-dm": herding_10("--set", "DISTILLATION.objective=distribution", "--set", "MODEL.batch_size=256"),
+    },
     # The default command as it was until its start became the herding digits (so now with the class means
     # explicitly); its final set is also trained on the MLP and LeNet (about 35 s more on this CPU). The default
     # command of today is `herding-init/1cpc`.
@@ -286,6 +291,7 @@ PLAN: list[tuple[str, list[str] | None, Budget]] = [
     ("step-size", ["10-lr0.05-binary"], Budget()),
     ("inner-loop", None, Budget(20, 300, 2, "20")),
     ("real-batch", None, Budget(200, 300, 2, "200")),
+    ("distribution", ["10-dm"], Budget(400, 300, 2, "200")),
     ("cross-arch", None, Budget()),
     # This project's faithful mode at the iterations where the seed's own code was evaluated
     # (experiments/seed_faithfulness.py).

@@ -264,7 +264,9 @@ class MEConvNet(ConvNet):
         self.blocks = [tuple(self.features[4 * d:4 * d + 2]) for d in range(depth)]
         self.final_size = CONVNET_DOMAIN >> depth
 
-    def forward(self, x: SparseBatch) -> torch.Tensor:  # type: ignore[override]
+    def _final_features(self, x: SparseBatch) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """The last block's present voxels: features [V, C], sample [V], cell (row * S + column) [V], and the
+        background [B, C] every absent cell holds (None when absent voxels are skipped: they hold 0)."""
         device = x.features.device
         manager, key = x.sparse.coordinate_manager, x.sparse.coordinate_map_key
         coords, feats, stride = x.sparse.C.long(), x.features, 1
@@ -293,12 +295,25 @@ class MEConvNet(ConvNet):
                      else sparse_avg_pool(feats, pmap))
             key, coords, stride = out_key, out_coords, stride * 2
         coords = coords.to(device)
+        cell = (coords[:, 2] // stride) * self.final_size + coords[:, 3] // stride
+        return feats, coords[:, 0], cell, background if self.background else None
+
+    def embed(self, x: SparseBatch) -> torch.Tensor:  # type: ignore[override]
+        """``ConvNet.embed``: the dense [B, C * S * S] features, absent cells holding the background (or 0)."""
+        feats, sample, cell, background = self._final_features(x)
+        cells = self.final_size ** 2
+        # [B, cells, C] so that (sample, cell) picks a feature row; out-of-place index_put keeps autograd simple.
+        dense = (feats.new_zeros(x.batch_size, cells, feats.shape[1]) if background is None
+                 else background[:, None, :].expand(-1, cells, -1))
+        return dense.index_put((sample, cell), feats).transpose(1, 2).flatten(1)
+
+    def forward(self, x: SparseBatch) -> torch.Tensor:  # type: ignore[override]
+        feats, sample, cell, background = self._final_features(x)
         # Linear(flatten(dense [B, C, S, S])): every cell, present or not, holds the background (0 when skipping
         # absent voxels), so the present voxels enter as their difference from it.
         s = self.final_size
-        cell = (coords[:, 2] // stride) * s + coords[:, 3] // stride
         weight = self.classifier.weight.view(self.classifier.out_features, -1, s * s)  # [10, C, S*S]
-        if self.background:
-            feats = feats - background.index_select(0, coords[:, 0])
-        logits = sparse_linear(feats, coords[:, 0], cell, x.batch_size, weight, self.classifier.bias)
-        return logits + background @ weight.sum(2).T if self.background else logits
+        if background is not None:
+            feats = feats - background.index_select(0, sample)
+        logits = sparse_linear(feats, sample, cell, x.batch_size, weight, self.classifier.bias)
+        return logits + background @ weight.sum(2).T if background is not None else logits

@@ -42,8 +42,12 @@ class ConvNet(nn.Module):
         self.features = nn.Sequential(*layers)
         self.classifier = nn.Linear(width * size * size, num_classes)
 
+    def embed(self, x: torch.Tensor) -> torch.Tensor:
+        """The features the classifier reads, [B, width * S * S] (DM's embedding)."""
+        return self.features(x).flatten(1)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.classifier(self.features(x).flatten(1))
+        return self.classifier(self.embed(x))
 
 
 def instance_norm(channels: int) -> nn.GroupNorm:

@@ -3,7 +3,7 @@ import math
 import pytest
 import torch
 
-from distillation_loss import match_loss
+from distillation_loss import embedding_distance, match_loss
 
 # Two "layers": a 2x2 weight and a bias (1-D, ignored by the layer-wise distances).
 W_SYN = torch.tensor([[1.0, 0.0], [0.0, 2.0]])
@@ -55,6 +55,12 @@ def test_distance_is_differentiable_in_the_synthetic_gradient():
     expected = -(gr / 5 - 4 * gs.detach() / 125)
     assert torch.allclose(gs.grad, expected, atol=1e-6)
     assert not math.isnan(gs.grad.sum().item())
+
+
+def test_embedding_distance_is_the_squared_distance_of_the_batch_means():
+    syn, real = torch.tensor([[1.0, 2.0], [3.0, 2.0]]), torch.tensor([[0.0, 0.0], [0.0, 2.0], [0.0, 4.0]])
+    assert float(embedding_distance(syn, real)) == pytest.approx(2.0 ** 2 + 0.0 ** 2)
+    assert float(embedding_distance(real.flip(0), real)) == 0.0  # means only: order and batch size do not count
 
 
 def test_unknown_distance_raises():

@@ -71,3 +71,25 @@ def test_pixel_standardiser_centres_and_scales_by_the_training_digits():
     other = torch.ones(2, 1, 28, 28)
     assert torch.allclose(standardise(other), torch.full_like(other, float(standardise(torch.ones(1)))))
     assert float(standardise(torch.ones(1))) > 1
+
+
+def test_bf16_evaluation_autocasts_the_forward_and_keeps_float32_weights(mnist, small_eval):
+    from dd3d.evaluate import autocast, make_models, test_accuracy, train_model
+
+    settings, test_images, test_labels = small_eval
+    picks = torch.cat([torch.nonzero(mnist.train_labels == c).flatten()[:10] for c in range(10)])
+    images = occupancy_to_images(binarize(mnist.train_images[picks], settings.threshold))
+    with autocast(images.device, "bf16"):
+        assert make_models("convnet", [0], images.device)[0](images[:2]).dtype == torch.bfloat16
+    with autocast(images.device, "fp32"):
+        assert make_models("convnet", [0], images.device)[0](images[:2]).dtype == torch.float32
+    accuracy = {}
+    for precision in ("fp32", "bf16"):
+        bf = load_settings(["--eval-epochs", "30", "--set", f"EVALUATION.precision={precision}"])
+        [net] = make_models("convnet", [0], images.device)
+        train_model(net, images, mnist.train_labels[picks], bf, torch.Generator().manual_seed(0), 0.01)
+        assert all(p.dtype == torch.float32 for p in net.parameters())
+        accuracy[precision] = test_accuracy(net, test_images, test_labels, False, torch.Generator(),
+                                            precision=precision)
+    # Same data order, same start: bfloat16 rounding alone moves the accuracy a little, not a lot.
+    assert accuracy["fp32"] > 0.5 and abs(accuracy["bf16"] - accuracy["fp32"]) < 0.08, accuracy

@@ -36,6 +36,12 @@ def test_full_halo_equals_the_dense_convnet_values_and_point_gradients(absent, n
     g_sparse = second_order(sparse, create_splat_halo_batch(pts, FULL_HALO))
     assert g_dense.abs().max() > 0
     assert torch.allclose(g_sparse, g_dense, atol=1e-5, rtol=1e-3)
+    # The embedding distribution matching reads: the same dense features, and the same point gradients.
+    emb_dense, emb_sparse = dense.embed(create_dense_splat(pts)), sparse.embed(create_splat_halo_batch(pts, FULL_HALO))
+    assert emb_sparse.shape == emb_dense.shape == (3, 16 * 4 * 4)
+    assert torch.allclose(emb_sparse, emb_dense, atol=1e-4, rtol=1e-4)
+    [e_dense], [e_sparse] = (torch.autograd.grad(e.mean(0).square().sum(), pts) for e in (emb_dense, emb_sparse))
+    assert e_dense.abs().max() > 0 and torch.allclose(e_sparse, e_dense, atol=1e-5, rtol=1e-3)
 
 
 def test_halo_adds_empty_voxels_around_the_splat_inside_the_domain():

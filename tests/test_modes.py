@@ -13,7 +13,7 @@ from torch import nn
 from configs.settings import REPO_ROOT, load_settings
 from dd3d.distill import Distiller, build_network
 from dd3d.pointsets import RealClouds, bilinear_corners, points_to_images
-from distillation_loss import match_loss
+from distillation_loss import embedding_distance, match_loss
 from models.MEConv import MEPytorch, create_dense_splat
 from models.MNIST import ConvNet
 from tests.conftest import TINY, only_run_dir, run_cli
@@ -137,6 +137,32 @@ def test_convnet_matches_in_the_evaluation_architecture_on_the_splat(mnist):
     stats = d.step()
     assert stats.grad_abs_mean > 0 and stats.displacement > 0
     assert not torch.equal(d.points, before)
+
+
+@pytest.mark.parametrize("network", ["convnet", "me-convnet"])
+def test_distribution_matching_moves_the_points_towards_the_real_mean_embedding(mnist, network):
+    if network == "me-convnet" and os.environ.get("DD3D_SKIP_MINKOWSKI") == "1":
+        pytest.skip("MinkowskiEngine not installed")
+    d = small_distiller(mnist, "--no-pytorch" if network == "me-convnet" else "--pytorch",
+                        "--set", f"MODEL.network={network}", "--set", "DISTILLATION.splat=true",
+                        "--set", "DISTILLATION.init=mean", "--set", "DISTILLATION.objective=distribution",
+                        "--set", "MODEL.dist_optimizer=adam", "--set", "MODEL.dist_lr=0.1")
+    real = d.real.sample(3, 8, torch.Generator().manual_seed(1)) + d.real_offset
+    with torch.no_grad():
+        target = d.net.embed(d.to_input(real))
+        syn = d.points[3:4].detach().clone()
+        before = float(embedding_distance(d.net.embed(d.to_input(syn)), target))
+    assert before > 0 and float(d.class_distance(real, syn, 3)) == pytest.approx(before, rel=1e-5)
+    # The class's loss is DM's: with the network and the real batch fixed, Adam steps shrink it.
+    opt = torch.optim.Adam([d.points], lr=0.1)
+    for _ in range(5):
+        opt.zero_grad()
+        loss = d.class_distance(real, d.points[3:4], 3)
+        loss.backward()
+        opt.step()
+    assert float(d.class_distance(real, d.points[3:4], 3).detach()) < 0.9 * before
+    stats = d.step()
+    assert stats.grad_abs_mean > 0 and stats.displacement > 0 and len(stats.per_class) == 10
 
 
 def test_network_pool_draws_a_member_each_iteration_without_changing_the_real_batches(mnist):
