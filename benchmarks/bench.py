@@ -22,6 +22,7 @@ machine's own floor, measured side by side in one run. Prints one JSON object.
   test digits scaled to the default epochs and the 10 000 test digits; FLOPs of one model and its floor.
 
     .venv/bin/python benchmarks/bench.py --only-architectures [--architectures mlp,lenet] [--quick]
+    .venv/bin/python benchmarks/bench.py --only-evaluation [--quick]
 """
 
 from __future__ import annotations
@@ -272,6 +273,8 @@ def main() -> int:
                         "none: skip)")
     p.add_argument("--only-architectures", action="store_true",
                    help="only the sgemm speed and the evaluation architectures")
+    p.add_argument("--only-evaluation", action="store_true",
+                   help="only the GEMM speeds and the evaluation model in fp32 and bf16")
     p.add_argument("--eval-models", type=int, default=5, help="models per architecture in the loop/batched timing")
     p.add_argument("--seed-git", type=Path, default=SEED_GIT,
                    help="the seed's git dir: its own code is timed beside each path when it exists")
@@ -283,7 +286,7 @@ def main() -> int:
     repeats, ref_repeats = (1, 1) if args.quick else (3, 2)
     speed = sgemm_flops_per_s(device)
     me = None
-    if not (args.skip_minkowski or args.only_architectures):
+    if not (args.skip_minkowski or args.only_architectures or args.only_evaluation):
         from models.minkowski import import_minkowski
 
         me = import_minkowski()
@@ -294,7 +297,7 @@ def main() -> int:
     }
     bf16_speed = sgemm_flops_per_s(device, dtype=torch.bfloat16)
     out["bf16_gemm_gflops"] = bf16_speed / 1e9
-    if not args.only_architectures:
+    if not (args.only_architectures or args.only_evaluation):
         paths = {"pytorch": True} | ({"minkowski": False} if me is not None else {})
         for name, pytorch in paths.items():
             out[name] = bench_path(pytorch, data, device, repeats, ref_repeats, speed, me)
@@ -307,11 +310,12 @@ def main() -> int:
         if me is not None:
             out["configurations"] = {name: bench_distiller(make_distiller(cli, data, device), device, repeats, speed)
                                      for name, cli in CONFIGURATIONS.items()}
+    if not args.only_architectures:
         epochs = 50 if args.quick else 1000
         out["evaluation_model"] = bench_evaluation(data, device, epochs, speed)
         # EVALUATION.precision = bf16: the same model and FLOPs, against both floors.
         out["evaluation_model_bf16"] = bench_evaluation(data, device, epochs, speed, "bf16", bf16_speed)
-    if args.architectures != "none":
+    if args.architectures != "none" and not args.only_evaluation:
         archs = load_settings(["--architectures", args.architectures]).eval_architectures
         slice_epochs, test_digits = (5, 500) if args.quick else (20, 2000)
         out["evaluation_architectures"] = bench_architectures(data, device, archs, args.eval_models, 1000,
