@@ -185,6 +185,15 @@ GRIDS: dict[str, dict[str, list[str]]] = {
     # gradients, from herding's digits, with DM's 256 real digits per class and match.
     "distribution": {
         "10-dm": herding_10("--set", "DISTILLATION.objective=distribution", "--set", "MODEL.batch_size=256"),
+        # One cloud per class: the default command with DM's objective (compare `herding-init/1cpc`).
+        "1-dm": ["--set", "DISTILLATION.objective=distribution", "--set", "MODEL.batch_size=256",
+                 "--architectures", "convnet,mlp,lenet,alexnet"],
+    },
+    # EVALUATION.precision = bf16: the default's set by the full protocol in bfloat16 autocast, against the same
+    # models' fp32 figures (`herding-init/1cpc`: same seeds, same data order).
+    "precision": {
+        "1cpc-bf16": ["--eval-only", "assets/mnist_1cpc_herding_init.pt", "--architectures",
+                      "convnet,mlp,lenet,alexnet", "--set", "EVALUATION.precision=bf16"],
     },
     # The default command as it was until its start became the herding digits (so now with the class means
     # explicitly); its final set is also trained on the MLP and LeNet (about 35 s more on this CPU). The default
@@ -292,6 +301,8 @@ PLAN: list[tuple[str, list[str] | None, Budget]] = [
     ("inner-loop", None, Budget(20, 300, 2, "20")),
     ("real-batch", None, Budget(200, 300, 2, "200")),
     ("distribution", ["10-dm"], Budget(400, 300, 2, "200")),
+    ("distribution", ["1-dm"], Budget()),
+    ("precision", None, Budget()),
     ("cross-arch", None, Budget()),
     # This project's faithful mode at the iterations where the seed's own code was evaluated
     # (experiments/seed_faithfulness.py).
