@@ -487,7 +487,7 @@ def _validate(s: Settings) -> None:
     _parse_architecture_lr(s.eval_architecture_lr)
     check(s.objective in OBJECTIVES, "DISTILLATION", "objective", s.objective, "/".join(OBJECTIVES))
     check(s.objective == "gradient" or s.network in ("convnet", "me-convnet"), "DISTILLATION", "objective",
-          s.objective, "distribution matches DC's ConvNet's embedding: needs MODEL.network convnet or me-convnet")
+          s.objective, "distribution matching embeds with DC's ConvNet: needs MODEL.network convnet or me-convnet")
     if pool := parse_network_pool(s.network_pool):
         check(s.network in ("convnet", "me-convnet"), "DISTILLATION", "network_pool", s.network_pool,
               "a network pool: needs MODEL.network convnet or me-convnet")
@@ -495,8 +495,6 @@ def _validate(s: Settings) -> None:
               "a network drawn each iteration: needs DISTILLATION.reinit_net=true")
         check(s.matched_layers == "all" or all(m.family == "convnet" for m in pool), "DISTILLATION",
               "network_pool", s.network_pool, f"{'/'.join(POOL_FAMILIES)} need DISTILLATION.matched_layers=all")
-        check(s.objective == "gradient" or all(m.family == "convnet" for m in pool), "DISTILLATION",
-              "network_pool", s.network_pool, "distribution matching: a pool of ConvNets only (WIDTHxDEPTH[-NORM])")
 
 
 def _raw_from_saved(saved: dict[str, Any]) -> dict[str, dict[str, str]]:

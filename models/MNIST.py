@@ -63,8 +63,12 @@ class MLP(nn.Module):
         self.fc_2 = nn.Linear(128, 128)
         self.fc_3 = nn.Linear(128, num_classes)
 
+    def embed(self, x: torch.Tensor) -> torch.Tensor:
+        """The 128 hidden features the last layer reads (DM's embedding)."""
+        return F.relu(self.fc_2(F.relu(self.fc_1(x.flatten(1)))))
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.fc_3(F.relu(self.fc_2(F.relu(self.fc_1(x.flatten(1))))))
+        return self.fc_3(self.embed(x))
 
 
 class LeNet(nn.Module):
@@ -80,8 +84,12 @@ class LeNet(nn.Module):
         self.classifier = nn.Sequential(nn.Linear(16 * 5 * 5, 120), nn.ReLU(), nn.Linear(120, 84), nn.ReLU(),
                                         nn.Linear(84, num_classes))
 
+    def embed(self, x: torch.Tensor) -> torch.Tensor:
+        """The 84 features the last linear layer reads (DM's embedding)."""
+        return self.classifier[:-1](self.features(x).flatten(1))
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.classifier(self.features(x).flatten(1))
+        return self.classifier[-1](self.embed(x))
 
 
 class AlexNet(nn.Module):
@@ -103,8 +111,12 @@ class AlexNet(nn.Module):
             nn.MaxPool2d(2, 2))
         self.classifier = nn.Linear(192 * 4 * 4, num_classes)
 
+    def embed(self, x: torch.Tensor) -> torch.Tensor:
+        """The features the classifier reads (DM's embedding)."""
+        return self.features(x).flatten(1)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.classifier(self.features(x).flatten(1))
+        return self.classifier(self.embed(x))
 
 
 VGG11_CFG = (64, "M", 128, "M", 256, 256, "M", 512, 512, "M", 512, 512, "M")

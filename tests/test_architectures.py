@@ -24,6 +24,16 @@ def test_registry_matches_the_settings_names_and_takes_mnist_digits():
         assert not any(isinstance(m, torch.nn.modules.batchnorm._BatchNorm) for m in net.modules()), name
 
 
+@pytest.mark.parametrize("arch, width", [("convnet", 2048), ("mlp", 128), ("lenet", 84), ("alexnet", 3072)])
+def test_embed_is_what_the_last_linear_layer_reads(arch, width):
+    torch.manual_seed(0)
+    net = ARCHITECTURES[arch]()
+    x = torch.rand(3, 1, 28, 28)
+    emb = net.embed(x)
+    last = [m for m in net.modules() if isinstance(m, torch.nn.Linear)][-1]
+    assert emb.shape == (3, width) and torch.allclose(last(emb), net(x), atol=1e-6)
+
+
 def test_architectures_setting_and_flag():
     assert load_settings([]).eval_architectures == ("convnet",)
     assert load_settings(["--architectures", "all"]).eval_architectures == settings_module.ARCHITECTURES

@@ -139,14 +139,18 @@ def test_convnet_matches_in_the_evaluation_architecture_on_the_splat(mnist):
     assert not torch.equal(d.points, before)
 
 
-@pytest.mark.parametrize("network", ["convnet", "me-convnet"])
-def test_distribution_matching_moves_the_points_towards_the_real_mean_embedding(mnist, network):
+@pytest.mark.parametrize("network, pool", [("convnet", ""), ("me-convnet", ""), ("convnet", "mlp")])
+def test_distribution_matching_moves_the_points_towards_the_real_mean_embedding(mnist, network, pool):
     if network == "me-convnet" and os.environ.get("DD3D_SKIP_MINKOWSKI") == "1":
         pytest.skip("MinkowskiEngine not installed")
     d = small_distiller(mnist, "--no-pytorch" if network == "me-convnet" else "--pytorch",
                         "--set", f"MODEL.network={network}", "--set", "DISTILLATION.splat=true",
                         "--set", "DISTILLATION.init=mean", "--set", "DISTILLATION.objective=distribution",
-                        "--set", "MODEL.dist_optimizer=adam", "--set", "MODEL.dist_lr=0.1")
+                        "--set", "MODEL.dist_optimizer=adam", "--set", "MODEL.dist_lr=0.1",
+                        "--set", "DISTILLATION.reinit_net=true", "--set", f"DISTILLATION.network_pool={pool}")
+    if pool:  # the pool's member embeds: an MLP's hidden features of the splat image
+        d.reinit_network()
+        assert type(d.net).__name__ == "MLP"
     real = d.real.sample(3, 8, torch.Generator().manual_seed(1)) + d.real_offset
     with torch.no_grad():
         target = d.net.embed(d.to_input(real))

@@ -80,9 +80,7 @@ def test_user_config_only_needs_changed_keys(tmp_path: Path):
      "needs MODEL.network convnet or me-convnet"),
     (["--set", "DISTILLATION.objective=dm"], "DISTILLATION.objective = 'dm' is out of range (gradient/distribution)"),
     (["--config", "configs/seed.ini", "--set", "DISTILLATION.objective=distribution"],
-     "distribution matches DC's ConvNet's embedding"),
-    (["--set", "DISTILLATION.objective=distribution", "--set", "DISTILLATION.network_pool=128x3,lenet"],
-     "a pool of ConvNets only"),
+     "distribution matching embeds with DC's ConvNet"),
     (["--set", "EVALUATION.precision=fp16"], "EVALUATION.precision = 'fp16' is out of range (fp32/bf16)"),
 ])
 def test_bad_settings_name_the_problem(argv, fragment):
