@@ -189,6 +189,8 @@ GRIDS: dict[str, dict[str, list[str]]] = {
         # (its hidden features of the splat image: the class means under random pixel features).
         "10-dm-mlp": herding_10("--set", "DISTILLATION.objective=distribution", "--set", "MODEL.batch_size=256",
                                 "--set", "DISTILLATION.network_pool=128x3,mlp"),
+        # The 10-dm set (ASSETS: `mnist_10cpc_dm`) by the full protocol, beside `me-convnet/bg-h1-aug-herding-10`.
+        "10-dm-full": ["--eval-only", "assets/mnist_10cpc_dm.pt", "--architectures", "convnet,mlp,lenet"],
         # One cloud per class: the default command with DM's objective (compare `herding-init/1cpc`).
         "1-dm": ["--set", "DISTILLATION.objective=distribution", "--set", "MODEL.batch_size=256",
                  "--architectures", "convnet,mlp,lenet,alexnet"],
@@ -243,7 +245,8 @@ ASSETS = {"mnist_1cpc_convnet": ("convnet", "meaninit", 300), "mnist_10cpc_convn
           "mnist_1cpc_me_convnet": ("me-convnet", "bg-h1", 300), "mnist_1cpc_default": ("default", "1cpc", 400),
           "mnist_10cpc_me_convnet": ("me-convnet", "bg-h1-aug-realinit-10", 400),
           "mnist_10cpc_herding_init": ("me-convnet", "bg-h1-aug-herding-10", 200),
-          "mnist_1cpc_herding_init": ("herding-init", "1cpc", 400)}
+          "mnist_1cpc_herding_init": ("herding-init", "1cpc", 400),
+          "mnist_10cpc_dm": ("distribution", "10-dm", 400)}
 
 
 @dataclass(frozen=True)
@@ -307,6 +310,7 @@ PLAN: list[tuple[str, list[str] | None, Budget]] = [
     ("distribution", ["10-dm"], Budget(400, 300, 2, "200")),
     ("distribution", ["1-dm"], Budget()),
     ("distribution", ["10-dm-mlp"], Budget(400, 300, 2, "200")),
+    ("distribution", ["10-dm-full"], Budget()),
     ("precision", None, Budget()),
     ("cross-arch", None, Budget()),
     # This project's faithful mode at the iterations where the seed's own code was evaluated
