@@ -246,7 +246,7 @@ ASSETS = {"mnist_1cpc_convnet": ("convnet", "meaninit", 300), "mnist_10cpc_convn
           "mnist_10cpc_me_convnet": ("me-convnet", "bg-h1-aug-realinit-10", 400),
           "mnist_10cpc_herding_init": ("me-convnet", "bg-h1-aug-herding-10", 200),
           "mnist_1cpc_herding_init": ("herding-init", "1cpc", 400),
-          "mnist_10cpc_dm": ("distribution", "10-dm", 400)}
+          "mnist_10cpc_dm": ("distribution", "10-dm", 400), "mnist_1cpc_dm": ("distribution", "1-dm", 400)}
 
 
 @dataclass(frozen=True)
