@@ -218,6 +218,8 @@ def train_stack(stack: ModelStack, images: torch.Tensor, labels: torch.Tensor, s
                 x = augment_stacked(x, generators)
             with autocast(x.device, settings.eval_precision):
                 logits = stack(x)
+            if logits.dtype == torch.bfloat16:  # the loss in float32, as autocast computes train_model's
+                logits = logits.float()
             # The sum over models of each model's mean loss: model k's gradient is its own loss's gradient.
             per_sample = F.cross_entropy(logits.flatten(0, 1), labels[batch].flatten(), reduction="none")
             loss = per_sample.view(stack.n, -1).mean(1).sum()

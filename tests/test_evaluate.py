@@ -93,3 +93,10 @@ def test_bf16_evaluation_autocasts_the_forward_and_keeps_float32_weights(mnist, 
                                             precision=precision)
     # Same data order, same start: bfloat16 rounding alone moves the accuracy a little, not a lot.
     assert accuracy["fp32"] > 0.5 and abs(accuracy["bf16"] - accuracy["fp32"]) < 0.08, accuracy
+    # The stacked path too: a finite float32 loss from bf16 logits, float32 weights after the steps.
+    from dd3d.evaluate import ModelStack, train_stack
+
+    bf = load_settings(["--eval-epochs", "2", "--set", "EVALUATION.precision=bf16"])
+    stack = train_stack(ModelStack(make_models("mlp", [0, 1], images.device)), images, mnist.train_labels[picks], bf,
+                        [torch.Generator().manual_seed(s) for s in (0, 1)], 0.01)
+    assert all(p.dtype == torch.float32 and torch.isfinite(p).all() for p in stack.params.values())
