@@ -55,6 +55,10 @@ MECONVNET = [*SEED_CLEAN_TEST, "--no-pytorch", "--network", "me-convnet", *DC, *
              "--set", "MODEL.batch_size=64", "--set", "DISTILLATION.init=mean"]
 
 
+# DM's objective with DM's 256 real digits per class and match.
+DISTRIBUTION = ["--set", "DISTILLATION.objective=distribution", "--set", "MODEL.batch_size=256"]
+
+
 def herding_10(*variant: str) -> list[str]:
     """A distillation of ten clouds per class from herding's digits, with ``variant``'s flags, on the cheap nets."""
     return [*HERDING_INIT, "--clouds-per-class", "10", *variant, "--architectures", "convnet,mlp,lenet"]
@@ -184,16 +188,14 @@ GRIDS: dict[str, dict[str, list[str]]] = {
     # Distribution matching (DM: the real batch's mean embedding in a fresh ConvNet, no second order) instead of
     # gradients, from herding's digits, with DM's 256 real digits per class and match.
     "distribution": {
-        "10-dm": herding_10("--set", "DISTILLATION.objective=distribution", "--set", "MODEL.batch_size=256"),
+        "10-dm": herding_10(*DISTRIBUTION),
         # The MLP lost most under every objective at ten: half the draws embed with a fresh MLP instead of the ConvNet
         # (its hidden features of the splat image: the class means under random pixel features).
-        "10-dm-mlp": herding_10("--set", "DISTILLATION.objective=distribution", "--set", "MODEL.batch_size=256",
-                                "--set", "DISTILLATION.network_pool=128x3,mlp"),
+        "10-dm-mlp": herding_10(*DISTRIBUTION, "--set", "DISTILLATION.network_pool=128x3,mlp"),
         # The 10-dm set (ASSETS: `mnist_10cpc_dm`) by the full protocol, beside `me-convnet/bg-h1-aug-herding-10`.
         "10-dm-full": ["--eval-only", "assets/mnist_10cpc_dm.pt", "--architectures", "convnet,mlp,lenet"],
         # One cloud per class: the default command with DM's objective (compare `herding-init/1cpc`).
-        "1-dm": ["--set", "DISTILLATION.objective=distribution", "--set", "MODEL.batch_size=256",
-                 "--architectures", "convnet,mlp,lenet,alexnet"],
+        "1-dm": [*DISTRIBUTION, "--architectures", "convnet,mlp,lenet,alexnet"],
     },
     # EVALUATION.precision = bf16: the default's set by the full protocol in bfloat16 autocast, against the same
     # models' fp32 figures (`herding-init/1cpc`: same seeds, same data order).

@@ -2,7 +2,8 @@ import pytest
 import torch
 
 from configs.settings import load_settings
-from dd3d.evaluate import augment, evaluate_set
+from dd3d import evaluate as ev  # its test_* functions are not pytest tests: keep them off this module's names
+from dd3d.evaluate import ModelStack, augment, autocast, evaluate_set, make_models, train_model, train_stack
 from dd3d.pointsets import binarize, occupancy_to_images
 
 
@@ -74,8 +75,6 @@ def test_pixel_standardiser_centres_and_scales_by_the_training_digits():
 
 
 def test_bf16_evaluation_autocasts_the_forward_and_keeps_float32_weights(mnist, small_eval):
-    from dd3d.evaluate import autocast, make_models, test_accuracy, train_model
-
     settings, test_images, test_labels = small_eval
     picks = torch.cat([torch.nonzero(mnist.train_labels == c).flatten()[:10] for c in range(10)])
     images = occupancy_to_images(binarize(mnist.train_images[picks], settings.threshold))
@@ -89,13 +88,11 @@ def test_bf16_evaluation_autocasts_the_forward_and_keeps_float32_weights(mnist, 
         [net] = make_models("convnet", [0], images.device)
         train_model(net, images, mnist.train_labels[picks], bf, torch.Generator().manual_seed(0), 0.01)
         assert all(p.dtype == torch.float32 for p in net.parameters())
-        accuracy[precision] = test_accuracy(net, test_images, test_labels, False, torch.Generator(),
+        accuracy[precision] = ev.test_accuracy(net, test_images, test_labels, False, torch.Generator(),
                                             precision=precision)
     # Same data order, same start: bfloat16 rounding alone moves the accuracy a little, not a lot.
     assert accuracy["fp32"] > 0.5 and abs(accuracy["bf16"] - accuracy["fp32"]) < 0.08, accuracy
     # The stacked path too: a finite float32 loss from bf16 logits, float32 weights after the steps.
-    from dd3d.evaluate import ModelStack, train_stack
-
     bf = load_settings(["--eval-epochs", "2", "--set", "EVALUATION.precision=bf16"])
     stack = train_stack(ModelStack(make_models("mlp", [0, 1], images.device)), images, mnist.train_labels[picks], bf,
                         [torch.Generator().manual_seed(s) for s in (0, 1)], 0.01)
