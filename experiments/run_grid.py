@@ -146,9 +146,11 @@ GRIDS: dict[str, dict[str, list[str]]] = {
         "herding": ["--baseline", "herding", "--architectures", "alexnet"],
     },
     # DC's VGG-11 and ResNet-18 (instance norm, 1 x 28 x 28) on the default command's set and on its start,
-    # herding; ~5 and ~10 min per model here, so 2 models (PLAN).
+    # herding, and on distribution matching's set (`distribution/1-dm`); ~5 and ~10 min per model here, so 2 models
+    # (PLAN).
     **{arch: {"default-set": ["--eval-only", "assets/mnist_1cpc_herding_init.pt", "--architectures", arch],
-              "herding": ["--baseline", "herding", "--architectures", arch]}
+              "herding": ["--baseline", "herding", "--architectures", arch],
+              "dm-set": ["--eval-only", "assets/mnist_1cpc_dm.pt", "--architectures", arch]}
        for arch in ("vgg11", "resnet18")},
     # The default command (configs/default.ini: from the herding baseline's digits; the flag keeps the row's
     # meaning should the default change), on every architecture that fits this CPU (compare `default/1cpc`, the
@@ -196,6 +198,8 @@ GRIDS: dict[str, dict[str, list[str]]] = {
         "10-dm-full": ["--eval-only", "assets/mnist_10cpc_dm.pt", "--architectures", "convnet,mlp,lenet"],
         # One cloud per class: the default command with DM's objective (compare `herding-init/1cpc`).
         "1-dm": [*DISTRIBUTION, "--architectures", "convnet,mlp,lenet,alexnet"],
+        # Fifty per class from herding's fifty digits, at the `fifty` grid's budget (compare `fifty/herding`).
+        "50-dm": [*HERDING_INIT, "--clouds-per-class", "50", *DISTRIBUTION, "--architectures", "convnet,mlp,lenet"],
     },
     # EVALUATION.precision = bf16: the default's set by the full protocol in bfloat16 autocast, against the same
     # models' fp32 figures (`herding-init/1cpc`: same seeds, same data order).
@@ -313,6 +317,7 @@ PLAN: list[tuple[str, list[str] | None, Budget]] = [
     ("distribution", ["1-dm"], Budget()),
     ("distribution", ["10-dm-mlp"], Budget(400, 300, 2, "200")),
     ("distribution", ["10-dm-full"], Budget()),
+    ("distribution", ["50-dm"], Budget(300, 300, 2, "300")),
     ("precision", None, Budget()),
     ("cross-arch", None, Budget()),
     # This project's faithful mode at the iterations where the seed's own code was evaluated
