@@ -16,7 +16,8 @@ machine's own floor, measured side by side in one run. Prints one JSON object.
 * floor: FLOPs of one outer iteration (torch.utils.flop_counter) / this machine's sgemm speed measured
   here; each path's ratio to it;
 * evaluation: one DC ConvNet trained for the default epochs on 10 images, plus the 10 000-digit test pass; again
-  with EVALUATION.precision = bf16, against the fp32 floor and the machine's bfloat16 GEMM speed;
+  with EVALUATION.precision = bf16, against the fp32 floor and the machine's bfloat16 GEMM speed; both again with
+  EVALUATION.compile (torch.compile; its one-off compilation timed apart);
 * evaluation_architectures: for every evaluation architecture, seconds per model of N models trained one
   after another (loop) and as one vmapped stack (batched), on 10 images, from a timed slice of epochs and
   test digits scaled to the default epochs and the 10 000 test digits; FLOPs of one model and its floor.
@@ -50,7 +51,7 @@ from configs.settings import REPO_ROOT, load_settings  # noqa: E402
 
 SEED_INI = REPO_ROOT / "configs" / "seed.ini"  # the paths are timed on the seed's method, beside its code
 from dd3d.distill import Distiller, build_network  # noqa: E402
-from dd3d.evaluate import ModelStack, make_models, test_accuracy, test_stack, train_model, train_stack  # noqa: E402
+from dd3d.evaluate import ModelStack, compiled, make_models, test_accuracy, test_stack, train_model, train_stack  # noqa: E402
 from dd3d.mnist import load_mnist  # noqa: E402
 from dd3d.pointsets import RealClouds, binarize, occupancy_to_images  # noqa: E402
 from distillation_loss import match_loss  # noqa: E402
@@ -177,27 +178,46 @@ def bench_seed_code(seed_git: Path, python: str, pytorch: bool, iterations: int)
 
 
 def bench_evaluation(data, device: torch.device, epochs: int, flops_per_s: float, precision: str = "fp32",
-                     bf16_flops_per_s: float | None = None) -> dict:
-    """One ConvNet trained on 10 images and its test pass; with bf16, also its ratio to the bf16 GEMM floor."""
-    settings = load_settings(["--device", device.type, "--eval-epochs", str(epochs),
-                              "--set", f"EVALUATION.precision={precision}"])
+                     bf16_flops_per_s: float | None = None, compile_models: bool = False) -> dict:
+    """One ConvNet trained on 10 images and its test pass; with bf16, also its ratio to the bf16 GEMM floor.
+
+    With ``compile_models`` (EVALUATION.compile) the compilation of the train and test graphs is timed apart
+    (``compile_seconds``: once per architecture and process, shared by its N models) and not in ``seconds``.
+    """
+    flags = ["--set", f"EVALUATION.precision={precision}", "--set", f"EVALUATION.compile={compile_models}"]
+    settings = load_settings(["--device", device.type, "--eval-epochs", str(epochs), *flags])
     picks = torch.cat([torch.nonzero(data.train_labels == c).flatten()[:1] for c in range(10)])
     images = occupancy_to_images(binarize(data.train_images[picks], 75)).to(device)
     labels = data.train_labels[picks].to(device)
     test_images = occupancy_to_images(binarize(data.test_images, 75)).to(device)
     test_labels = data.test_labels.to(device)
-    g, lr, one = torch.Generator().manual_seed(0), settings.classifier_lr, load_settings(["--eval-epochs", "1"])
-    [train_s] = timed(lambda: train_model(ConvNet().to(device), images, labels, settings, g, lr), 1, 0, device)
-    net = train_model(ConvNet().to(device), images, labels, one, g, lr)
-    [test_s] = timed(lambda: test_accuracy(net, test_images, test_labels, False, g, precision=precision), 1, 1,
-                     device)
+    g, lr, one = torch.Generator().manual_seed(0), settings.classifier_lr, load_settings(["--eval-epochs", "1", *flags])
+
+    def trained(s) -> nn.Module:
+        net = ConvNet().to(device)
+        train_model(compiled(net, s), images, labels, s, g, lr)
+        return net
+
+    def tested(net: nn.Module) -> float:
+        return test_accuracy(compiled(net, settings), test_images, test_labels, False, g, precision=precision)
+
+    compile_s = 0.0
+    if compile_models:
+        torch._dynamo.reset()  # a cold start within this process (torch's on-disk cache may still serve it)
+        [compile_s] = timed(lambda: tested(trained(one)), 1, 0, device)
+    [train_s] = timed(lambda: trained(settings), 1, 0, device)
+    net = trained(one)
+    [test_s] = timed(lambda: tested(net), 1, 1, device)
     one_epoch = count_flops(lambda: train_model(ConvNet().to(device), images, labels, one, g, lr))
     test_flops = count_flops(lambda: test_accuracy(net, test_images, test_labels, False, g))
     flops = one_epoch * epochs + test_flops
     floor = flops / flops_per_s
     seconds = train_s + test_s
-    out = {"epochs": epochs, "precision": precision, "train_seconds": train_s, "test_seconds": test_s,
-           "seconds": seconds, "flops": flops, "floor_seconds": floor, "ratio_to_floor": seconds / floor}
+    out = {"epochs": epochs, "precision": precision, "compile": compile_models, "train_seconds": train_s,
+           "test_seconds": test_s, "seconds": seconds, "flops": flops, "floor_seconds": floor,
+           "ratio_to_floor": seconds / floor}
+    if compile_models:
+        out["compile_seconds"] = compile_s
     if bf16_flops_per_s:  # the same FLOPs at the machine's bfloat16 GEMM speed
         out["bf16_floor_seconds"] = flops / bf16_flops_per_s
         out["ratio_to_bf16_floor"] = seconds * bf16_flops_per_s / flops
@@ -274,7 +294,7 @@ def main() -> int:
     p.add_argument("--only-architectures", action="store_true",
                    help="only the sgemm speed and the evaluation architectures")
     p.add_argument("--only-evaluation", action="store_true",
-                   help="only the GEMM speeds and the evaluation model in fp32 and bf16")
+                   help="only the GEMM speeds and the evaluation model in fp32 and bf16, eager and compiled")
     p.add_argument("--eval-models", type=int, default=5, help="models per architecture in the loop/batched timing")
     p.add_argument("--seed-git", type=Path, default=SEED_GIT,
                    help="the seed's git dir: its own code is timed beside each path when it exists")
@@ -315,6 +335,10 @@ def main() -> int:
         out["evaluation_model"] = bench_evaluation(data, device, epochs, speed)
         # EVALUATION.precision = bf16: the same model and FLOPs, against both floors.
         out["evaluation_model_bf16"] = bench_evaluation(data, device, epochs, speed, "bf16", bf16_speed)
+        # EVALUATION.compile = true, in both precisions.
+        out["evaluation_model_compiled"] = bench_evaluation(data, device, epochs, speed, compile_models=True)
+        out["evaluation_model_bf16_compiled"] = bench_evaluation(data, device, epochs, speed, "bf16", bf16_speed,
+                                                                 compile_models=True)
     if args.architectures != "none" and not args.only_evaluation:
         archs = load_settings(["--architectures", args.architectures]).eval_architectures
         slice_epochs, test_digits = (5, 500) if args.quick else (20, 2000)

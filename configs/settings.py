@@ -133,6 +133,7 @@ class Settings:
     eval_projection: str
     eval_normalize: bool
     eval_precision: str
+    eval_compile: bool
 
     def eval_lr(self, architecture: str) -> float:
         """Learning rate of an evaluation architecture: EVALUATION.architecture_lr, else MODEL.classifier_lr."""
@@ -217,6 +218,7 @@ SCHEMA: dict[str, dict[str, tuple[str, str]]] = {
         "projection": ("eval_projection", _STR),
         "normalize": ("eval_normalize", _BOOL),
         "precision": ("eval_precision", _STR),
+        "compile": ("eval_compile", _BOOL),
     },
 }
 
@@ -567,14 +569,15 @@ RESUMABLE_CHANGES = frozenset({
     "dataset_dir", "distillation_checkpoint_dir",
     "classifier_lr", "eval_models", "eval_epochs", "eval_batch_size", "eval_momentum", "eval_weight_decay",
     "augment", "augment_test", "test_size", "eval_architectures", "eval_architecture_lr", "eval_batched",
-    "eval_projection", "eval_normalize", "eval_precision",
+    "eval_projection", "eval_normalize", "eval_precision", "eval_compile",
 })
 
 
 # Keys newer than some checkpoints: a checkpoint without one ran with this value (the earlier behaviour).
 KEYS_ADDED_LATER = {"network": "seed", "matched_layers": "all", "halo": 1, "augment_match": False,
                     "absent_voxels": "skip", "eval_projection": "binary", "network_pool": "", "eval_normalize": False,
-                    "objective": "gradient", "eval_precision": "fp32"}
+                    "objective": "gradient", "eval_precision": "fp32",
+                    "eval_compile": False}
 
 
 def check_resumable(saved: dict[str, Any], settings: Settings) -> None:

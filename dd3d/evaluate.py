@@ -14,7 +14,8 @@ and, on the CPU, only where the stack measured faster (``BATCHED_ON_CPU``): ther
 compute-bound already, and vmap's grouped convolutions and per-model norm affines only add work.
 
 ``EVALUATION.precision = bf16`` runs every forward (training and test) under bfloat16 autocast; the weights, their
-gradients and SGD stay float32.
+gradients and SGD stay float32. ``EVALUATION.compile`` runs the models trained one after another through
+``torch.compile`` (one graph per architecture, batch shape and train/test mode, shared by the N models).
 """
 
 from __future__ import annotations
@@ -41,6 +42,14 @@ BATCHED_ON_CPU: dict[str, tuple[bool, bool]] = {
     "convnet": (False, False), "mlp": (True, True), "lenet": (True, False), "alexnet": (False, False),
     "vgg11": (False, False), "resnet18": (False, False),
 }
+
+
+# Images per forward of one model (training and test): a ConvNet's activations for 20 images (10 MB) stay in cache,
+# where 500 at a time stream each layer's 260 MB through memory. Every norm is per sample, so chunking changes only
+# float rounding. Measured on one thread: the test pass of 10 000 digits, fp32 channels-last 31.5 -> 23.4 s, bf16
+# 24.6 -> 16.7 s (AlexNet, LeNet, ResNet-18 a little faster, VGG-11 level); a training step of 256 images, fp32
+# 2.52 -> 1.97 s, bf16 1.51 -> 1.23 s.
+CHUNK = 20
 
 
 def pixel_standardiser(occupancy: torch.Tensor) -> Callable[[torch.Tensor], torch.Tensor]:
@@ -150,6 +159,13 @@ def autocast(device: torch.device, precision: str) -> torch.autocast:
     return torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16")
 
 
+def compiled(net: nn.Module, settings: Settings) -> nn.Module:
+    """``net`` through torch.compile under EVALUATION.compile (else itself): inductor fuses the memory-bound norm,
+    ReLU and pooling passes between the convolutions, which eager mode runs as separate sweeps over activations
+    far larger than the caches. ``dynamic=False``: a graph per batch shape, as there are only a few."""
+    return torch.compile(net, dynamic=False) if settings.eval_compile else net
+
+
 def _sgd(params: Sequence[torch.Tensor], lr: float, settings: Settings) -> torch.optim.SGD:
     return torch.optim.SGD(params, lr=lr, momentum=settings.eval_momentum, weight_decay=settings.eval_weight_decay)
 
@@ -166,13 +182,15 @@ def train_model(net: nn.Module, images: torch.Tensor, labels: torch.Tensor, sett
             opt = _sgd(params, lr, settings)  # a fresh optimizer, as DC: the momentum restarts
         order = torch.randperm(len(images), generator=generator).to(images.device)
         for batch in order.split(settings.eval_batch_size):
-            x = images[batch]
+            x, y = images[batch], labels[batch]
             if settings.augment:
                 x = augment(x, generator)
-            with autocast(x.device, settings.eval_precision):
-                loss = F.cross_entropy(net(x), labels[batch])
             opt.zero_grad(set_to_none=True)
-            loss.backward()
+            # The batch's mean loss as the sum of its CHUNKs' summed losses / B: the same gradient, in cache.
+            for xc, yc in zip(x.split(CHUNK), y.split(CHUNK), strict=True):
+                with autocast(x.device, settings.eval_precision):
+                    loss = F.cross_entropy(net(xc), yc, reduction="sum") / len(y)
+                loss.backward()
             opt.step()
     return net
 
@@ -232,18 +250,19 @@ def train_stack(stack: ModelStack, images: torch.Tensor, labels: torch.Tensor, s
 @torch.no_grad()
 def test_accuracy(net: nn.Module, images: torch.Tensor, labels: torch.Tensor, augment_test: bool,
                   generator: torch.Generator, batch_size: int = 500, precision: str = "fp32") -> float:
-    # channels_last: the large test batches run their convolutions and pooling ~15 % faster on the CPU in fp32;
-    # in bf16 it makes them slower (the norms' bfloat16 kernels), so bf16 keeps the default layout.
+    """Accuracy of ``net`` on the test digits, augmented (augment_test) in batches of ``batch_size``."""
+    # channels_last: the convolutions and pooling run ~15 % faster on the CPU in fp32; in bf16 it makes them
+    # slower (the norms' bfloat16 kernels), so bf16 keeps the default layout.
     layout = torch.channels_last if precision == "fp32" else torch.contiguous_format
     net.eval().to(memory_format=layout)
     correct = 0
     for start in range(0, len(images), batch_size):
         x = images[start:start + batch_size]
-        if augment_test:
+        if augment_test:  # the draws per batch of batch_size, as always; the forward goes in CHUNKs
             x = augment(x, generator)
         with autocast(x.device, precision):
-            logits = net(x.contiguous(memory_format=layout))
-        correct += int((logits.argmax(1) == labels[start:start + batch_size]).sum())
+            predicted = torch.cat([net(c).argmax(1) for c in x.contiguous(memory_format=layout).split(CHUNK)])
+        correct += int((predicted == labels[start:start + batch_size]).sum())
     return correct / len(images)
 
 
@@ -289,12 +308,13 @@ def evaluate_architecture(architecture: str, images: torch.Tensor, labels: torch
     if batched_train:
         nets = train_stack(ModelStack(nets), images, labels, settings, generators, lr).unstack()
     else:
-        nets = [train_model(net, images, labels, settings, g, lr) for net, g in zip(nets, generators, strict=True)]
+        for net, g in zip(nets, generators, strict=True):
+            train_model(compiled(net, settings), images, labels, settings, g, lr)  # trains net's own parameters
     # Each generator goes on from where its model's training left it, whichever path trained it.
     if batched_test:
         return EvalResult(test_stack(ModelStack(nets), test_images, test_labels, settings.augment_test, generators,
                                      precision=settings.eval_precision))
-    return EvalResult([test_accuracy(net, test_images, test_labels, settings.augment_test, g,
+    return EvalResult([test_accuracy(compiled(net, settings), test_images, test_labels, settings.augment_test, g,
                                      precision=settings.eval_precision)
                        for net, g in zip(nets, generators, strict=True)])
 

@@ -59,6 +59,10 @@ MECONVNET = [*SEED_CLEAN_TEST, "--no-pytorch", "--network", "me-convnet", *DC, *
 DISTRIBUTION = ["--set", "DISTILLATION.objective=distribution", "--set", "MODEL.batch_size=256"]
 
 
+# The evaluation in bfloat16 autocast through torch.compile (the same models up to rounding: `precision/1cpc-bf16`).
+FAST_EVALUATION = ["--set", "EVALUATION.precision=bf16", "--set", "EVALUATION.compile=true"]
+
+
 def herding_10(*variant: str) -> list[str]:
     """A distillation of ten clouds per class from herding's digits, with ``variant``'s flags, on the cheap nets."""
     return [*HERDING_INIT, "--clouds-per-class", "10", *variant, "--architectures", "convnet,mlp,lenet"]
@@ -164,6 +168,12 @@ GRIDS: dict[str, dict[str, list[str]]] = {
                             ("herding", ["--baseline", "herding"]), ("random-real", ["--baseline", "random-real"]),
                             ("class-mean", ["--baseline", "class-mean"]))
     },
+    # Fifty per class by 1000-epoch ConvNets (2 models: PLAN), which the fp32 evaluation made too slow here:
+    # in bfloat16 and compiled (EVALUATION.precision, .compile; README, Speed), the DM set against its start.
+    "fifty-full": {
+        "50-dm": ["--eval-only", "assets/mnist_50cpc_dm.pt", *FAST_EVALUATION],
+        "herding": ["--baseline", "herding", "--clouds-per-class", "50", *FAST_EVALUATION],
+    },
     # Adam's step on the coordinates (MODEL.dist_lr) at ten clouds per class, from herding's digits: Adam
     # moves every point about dist_lr pixels per step whatever its gradient's share of the signal, which is
     # smaller per cloud the more clouds a class has. `10-lr0.05` is the default's step (the
@@ -252,7 +262,8 @@ ASSETS = {"mnist_1cpc_convnet": ("convnet", "meaninit", 300), "mnist_10cpc_convn
           "mnist_10cpc_me_convnet": ("me-convnet", "bg-h1-aug-realinit-10", 400),
           "mnist_10cpc_herding_init": ("me-convnet", "bg-h1-aug-herding-10", 200),
           "mnist_1cpc_herding_init": ("herding-init", "1cpc", 400),
-          "mnist_10cpc_dm": ("distribution", "10-dm", 400), "mnist_1cpc_dm": ("distribution", "1-dm", 400)}
+          "mnist_10cpc_dm": ("distribution", "10-dm", 400), "mnist_1cpc_dm": ("distribution", "1-dm", 400),
+          "mnist_50cpc_dm": ("distribution", "50-dm", 300)}
 
 
 @dataclass(frozen=True)
@@ -308,6 +319,7 @@ PLAN: list[tuple[str, list[str] | None, Budget]] = [
     ("vgg11", None, Budget(eval_models=2)),
     ("resnet18", None, Budget(eval_models=2)),
     ("fifty", None, Budget(300, 300, 2, "300")),
+    ("fifty-full", None, Budget(eval_models=2)),
     ("step-size", ["10-lr0.01"], Budget(200, 300, 2, "0,200")),
     ("step-size", ["10-lr0.05"], Budget(eval_epochs=300, eval_models=2)),
     ("step-size", ["10-lr0.05-binary"], Budget()),

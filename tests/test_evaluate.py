@@ -97,3 +97,47 @@ def test_bf16_evaluation_autocasts_the_forward_and_keeps_float32_weights(mnist, 
     stack = train_stack(ModelStack(make_models("mlp", [0, 1], images.device)), images, mnist.train_labels[picks], bf,
                         [torch.Generator().manual_seed(s) for s in (0, 1)], 0.01)
     assert all(p.dtype == torch.float32 and torch.isfinite(p).all() for p in stack.params.values())
+
+
+def test_compiled_evaluation_trains_and_tests_the_same_model(mnist, small_eval):
+    """EVALUATION.compile: the ConvNet through torch.compile ends with the eager model's weights (up to float
+    rounding) and the same test accuracy; one graph per mode serves every model of the architecture."""
+    from torch._dynamo.utils import counters
+
+    _, test_images, test_labels = small_eval
+    picks = torch.cat([torch.nonzero(mnist.train_labels == c).flatten()[:1] for c in range(10)])
+    images = occupancy_to_images(binarize(mnist.train_images[picks], 75))
+    torch._dynamo.reset()
+    counters.clear()
+    nets, accuracy = {}, {}
+    for flag in ("false", "true", "true"):  # the second compiled model reuses the first one's graphs
+        settings = load_settings(["--eval-epochs", "4", "--set", f"EVALUATION.compile={flag}"])
+        [net] = make_models("convnet", [0], images.device)
+        train_model(ev.compiled(net, settings), images, mnist.train_labels[picks], settings,
+                    torch.Generator().manual_seed(0), 0.01)
+        nets[flag], accuracy[flag] = net, ev.test_accuracy(ev.compiled(net, settings), test_images, test_labels,
+                                                           False, torch.Generator())
+    assert not isinstance(nets["true"], torch._dynamo.eval_frame.OptimizedModule)  # the plain module was trained
+    assert counters["stats"]["unique_graphs"] == 2, dict(counters["stats"])  # train and test, for both models
+    for (name, eager), compiled in zip(nets["false"].named_parameters(), nets["true"].parameters(), strict=True):
+        assert torch.allclose(eager, compiled, rtol=1e-3, atol=1e-4), name
+    assert abs(accuracy["true"] - accuracy["false"]) <= 0.004, accuracy
+
+
+def test_training_and_testing_in_chunks_is_the_whole_batch_computation(mnist, small_eval, monkeypatch):
+    """ev.CHUNK images per forward: the same SGD steps as whole batches (per-sample norms), the same predictions."""
+    _, test_images, test_labels = small_eval
+    picks = torch.cat([torch.nonzero(mnist.train_labels == c).flatten()[:6] for c in range(10)])
+    images = occupancy_to_images(binarize(mnist.train_images[picks], 75))
+    settings = load_settings(["--eval-epochs", "3", "--set", "EVALUATION.batch_size=50"])  # chunks 20, 20, 10
+    nets, accuracy = {}, {}
+    for chunk in (20, 10**6):
+        monkeypatch.setattr(ev, "CHUNK", chunk)
+        [nets[chunk]] = make_models("convnet", [0], images.device)
+        train_model(nets[chunk], images, mnist.train_labels[picks], settings, torch.Generator().manual_seed(0), 0.01)
+        accuracy[chunk] = ev.test_accuracy(nets[chunk], test_images, test_labels, True,
+                                           torch.Generator().manual_seed(1))
+    for (name, chunked), whole in zip(nets[20].named_parameters(), nets[10**6].parameters(), strict=True):
+        assert torch.allclose(chunked, whole, rtol=1e-4, atol=1e-5), name
+    assert not torch.equal(nets[20].classifier.weight, make_models("convnet", [0], images.device)[0].classifier.weight)
+    assert abs(accuracy[20] - accuracy[10**6]) <= 0.002, accuracy
