@@ -1,3 +1,5 @@
+import shutil
+
 import pytest
 import torch
 
@@ -99,6 +101,7 @@ def test_bf16_evaluation_autocasts_the_forward_and_keeps_float32_weights(mnist, 
     assert all(p.dtype == torch.float32 and torch.isfinite(p).all() for p in stack.params.values())
 
 
+@pytest.mark.skipif(shutil.which("g++") is None, reason="torch.compile's CPU backend needs a C++ compiler")
 def test_compiled_evaluation_trains_and_tests_the_same_model(mnist, small_eval):
     """EVALUATION.compile: the ConvNet through torch.compile ends with the eager model's weights (up to float
     rounding) and the same test accuracy; one graph per mode serves every model of the architecture."""
@@ -117,7 +120,8 @@ def test_compiled_evaluation_trains_and_tests_the_same_model(mnist, small_eval):
                     torch.Generator().manual_seed(0), 0.01)
         nets[flag], accuracy[flag] = net, ev.test_accuracy(ev.compiled(net, settings), test_images, test_labels,
                                                            False, torch.Generator())
-    assert not isinstance(nets["true"], torch._dynamo.eval_frame.OptimizedModule)  # the plain module was trained
+    fresh = make_models("convnet", [0], images.device)[0]
+    assert not torch.equal(nets["true"].classifier.weight, fresh.classifier.weight)  # the plain module was trained
     assert counters["stats"]["unique_graphs"] == 2, dict(counters["stats"])  # train and test, for both models
     for (name, eager), compiled in zip(nets["false"].named_parameters(), nets["true"].parameters(), strict=True):
         assert torch.allclose(eager, compiled, rtol=1e-3, atol=1e-4), name
@@ -125,7 +129,8 @@ def test_compiled_evaluation_trains_and_tests_the_same_model(mnist, small_eval):
 
 
 def test_training_and_testing_in_chunks_is_the_whole_batch_computation(mnist, small_eval, monkeypatch):
-    """ev.CHUNK images per forward: the same SGD steps as whole batches (per-sample norms), the same predictions."""
+    """ev.CHUNK images per forward: the same SGD steps as whole batches (per-sample norms), the same predictions,
+    with test augmentation still drawn per batch (490 digits in batches of 230: partial chunks and batches)."""
     _, test_images, test_labels = small_eval
     picks = torch.cat([torch.nonzero(mnist.train_labels == c).flatten()[:6] for c in range(10)])
     images = occupancy_to_images(binarize(mnist.train_images[picks], 75))
@@ -135,9 +140,10 @@ def test_training_and_testing_in_chunks_is_the_whole_batch_computation(mnist, sm
         monkeypatch.setattr(ev, "CHUNK", chunk)
         [nets[chunk]] = make_models("convnet", [0], images.device)
         train_model(nets[chunk], images, mnist.train_labels[picks], settings, torch.Generator().manual_seed(0), 0.01)
-        accuracy[chunk] = ev.test_accuracy(nets[chunk], test_images, test_labels, True,
-                                           torch.Generator().manual_seed(1))
+        # One trained model, tested both ways: only the chunking differs.
+        accuracy[chunk] = ev.test_accuracy(nets[20], test_images[:490], test_labels[:490], True,
+                                           torch.Generator().manual_seed(1), batch_size=230)
     for (name, chunked), whole in zip(nets[20].named_parameters(), nets[10**6].parameters(), strict=True):
         assert torch.allclose(chunked, whole, rtol=1e-4, atol=1e-5), name
     assert not torch.equal(nets[20].classifier.weight, make_models("convnet", [0], images.device)[0].classifier.weight)
-    assert abs(accuracy[20] - accuracy[10**6]) <= 0.002, accuracy
+    assert abs(accuracy[20] - accuracy[10**6]) <= 1 / 490, accuracy
