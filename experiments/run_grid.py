@@ -211,6 +211,10 @@ GRIDS: dict[str, dict[str, list[str]]] = {
         "1-dm": [*DISTRIBUTION, "--architectures", "convnet,mlp,lenet,alexnet"],
         # Fifty per class from herding's fifty digits, at the `fifty` grid's budget (compare `fifty/herding`).
         "50-dm": [*HERDING_INIT, "--clouds-per-class", "50", *DISTRIBUTION, "--architectures", "convnet,mlp,lenet"],
+        # Matching in networks trained on the synthetic set (DC's inner loop, as CAFE embeds): each iteration matches
+        # in a fresh network, then after 25 and 50 SGD steps on the current set (3 coordinate updates).
+        "10-dm-inner": herding_10(*DISTRIBUTION, "--set", "DISTILLATION.outer_loop=3", "--set",
+                                  "DISTILLATION.inner_loop=25"),
     },
     # EVALUATION.precision = bf16: the default's set by the full protocol in bfloat16 autocast, against the same
     # models' fp32 figures (`herding-init/1cpc`: same seeds, same data order).
@@ -330,6 +334,7 @@ PLAN: list[tuple[str, list[str] | None, Budget]] = [
     ("distribution", ["10-dm-mlp"], Budget(400, 300, 2, "200")),
     ("distribution", ["10-dm-full"], Budget()),
     ("distribution", ["50-dm"], Budget(300, 300, 2, "300")),
+    ("distribution", ["10-dm-inner"], Budget(100, 300, 2, "100")),
     ("fifty-full", None, Budget(eval_models=2)),  # after 50-dm: its set is the asset mnist_50cpc_dm
     ("precision", None, Budget()),
     ("cross-arch", None, Budget()),
