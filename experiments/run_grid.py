@@ -215,6 +215,9 @@ GRIDS: dict[str, dict[str, list[str]]] = {
         # in a fresh network, then after 25 and 50 SGD steps on the current set (3 coordinate updates).
         "10-dm-inner": herding_10(*DISTRIBUTION, "--set", "DISTILLATION.outer_loop=3", "--set",
                                   "DISTILLATION.inner_loop=25"),
+        # Its set (ASSETS: `mnist_10cpc_dm_inner`) by the full protocol, as two runs to use both cores.
+        "10-dm-inner-full": ["--eval-only", "assets/mnist_10cpc_dm_inner.pt", "--architectures", "convnet"],
+        "10-dm-inner-full-mlp-lenet": ["--eval-only", "assets/mnist_10cpc_dm_inner.pt", "--architectures", "mlp,lenet"],
     },
     # EVALUATION.precision = bf16: the default's set by the full protocol in bfloat16 autocast, against the same
     # models' fp32 figures (`herding-init/1cpc`: same seeds, same data order).
@@ -268,7 +271,8 @@ ASSETS = {"mnist_1cpc_convnet": ("convnet", "meaninit", 300), "mnist_10cpc_convn
           "mnist_10cpc_herding_init": ("me-convnet", "bg-h1-aug-herding-10", 200),
           "mnist_1cpc_herding_init": ("herding-init", "1cpc", 400),
           "mnist_10cpc_dm": ("distribution", "10-dm", 400), "mnist_1cpc_dm": ("distribution", "1-dm", 400),
-          "mnist_50cpc_dm": ("distribution", "50-dm", 300)}
+          "mnist_50cpc_dm": ("distribution", "50-dm", 300),
+          "mnist_10cpc_dm_inner": ("distribution", "10-dm-inner", 100)}
 
 
 @dataclass(frozen=True)
@@ -335,6 +339,7 @@ PLAN: list[tuple[str, list[str] | None, Budget]] = [
     ("distribution", ["10-dm-full"], Budget()),
     ("distribution", ["50-dm"], Budget(300, 300, 2, "300")),
     ("distribution", ["10-dm-inner"], Budget(100, 300, 2, "100")),
+    ("distribution", ["10-dm-inner-full", "10-dm-inner-full-mlp-lenet"], Budget()),
     ("fifty-full", None, Budget(eval_models=2)),  # after 50-dm: its set is the asset mnist_50cpc_dm
     ("precision", None, Budget()),
     ("cross-arch", None, Budget()),
