@@ -4,6 +4,9 @@
     .venv/bin/python experiments/run_grid.py GRID [GRID ...] [--only NAME ...] [--iterations N]
                      [--eval-epochs E] [--eval-models M] [--eval-iterations LIST] [--dry-run] [--table-only]
 
+GRID alone replays that grid's calls in PLAN with their budgets (as ``--all`` does, for those grids and names);
+a budget flag replaces PLAN's budget for every named run.
+
 Each run writes its usual folder under experiments/runs/<grid>/. A run whose results.json exists (status
 completed or evaluated) with the same command line is skipped, so an interrupted grid is resumed by
 running the same command again. A run not yet done continues (``--resume``) from the furthest checkpoint of
@@ -215,6 +218,9 @@ GRIDS: dict[str, dict[str, list[str]]] = {
         # in a fresh network, then after 25 and 50 SGD steps on the current set (3 coordinate updates).
         "10-dm-inner": herding_10(*DISTRIBUTION, "--set", "DISTILLATION.outer_loop=3", "--set",
                                   "DISTILLATION.inner_loop=25"),
+        # One cloud per class with the same inner loop (compare `1-dm`).
+        "1-dm-inner": [*DISTRIBUTION, "--set", "DISTILLATION.outer_loop=3", "--set", "DISTILLATION.inner_loop=25",
+                       "--architectures", "convnet,mlp,lenet,alexnet"],
         # Its set (ASSETS: `mnist_10cpc_dm_inner`) by the full protocol, as two runs to use both cores.
         "10-dm-inner-full": ["--eval-only", "assets/mnist_10cpc_dm_inner.pt", "--architectures", "convnet"],
         "10-dm-inner-full-mlp-lenet": ["--eval-only", "assets/mnist_10cpc_dm_inner.pt", "--architectures", "mlp,lenet"],
@@ -339,7 +345,10 @@ PLAN: list[tuple[str, list[str] | None, Budget]] = [
     ("distribution", ["10-dm-full"], Budget()),
     ("distribution", ["50-dm"], Budget(300, 300, 2, "300")),
     ("distribution", ["10-dm-inner"], Budget(100, 300, 2, "100")),
+    # The same run continued to 200 iterations (resumes its checkpoint at 100).
+    ("distribution", ["10-dm-inner"], Budget(200, 300, 2, "200")),
     ("distribution", ["10-dm-inner-full", "10-dm-inner-full-mlp-lenet"], Budget()),
+    ("distribution", ["1-dm-inner"], Budget(100, eval_iterations="100")),
     ("fifty-full", None, Budget(eval_models=2)),  # after 50-dm: its set is the asset mnist_50cpc_dm
     ("precision", None, Budget()),
     ("cross-arch", None, Budget()),
@@ -470,14 +479,33 @@ def export_assets() -> None:
         print(f"[asset] assets/{asset}.pt and .png from {done[-1].relative_to(ROOT)}")
 
 
+def planned_calls(grids: list[str], only: list[str] | None) -> list[tuple[str, list[str], Budget]]:
+    """PLAN's calls for these grids (and names), in PLAN's order, so a grid replays with the budgets its table
+    rows were made with; a name PLAN never runs gets the INI's budget."""
+    calls: list[tuple[str, list[str], Budget]] = []
+    for grid in grids:
+        names = [name for name in GRIDS[grid] if only is None or name in only]
+        planned: set[str] = set()
+        for plan_grid, plan_names, plan_budget in PLAN:
+            chosen = [name for name in names if plan_grid == grid and (plan_names is None or name in plan_names)]
+            if chosen:
+                calls.append((grid, chosen, plan_budget))
+                planned.update(chosen)
+        unplanned = [name for name in names if name not in planned]
+        if unplanned:
+            calls.append((grid, unplanned, Budget()))
+    return calls
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("grids", nargs="*", metavar="GRID", help=f"grids to run: {', '.join(GRIDS)}")
     p.add_argument("--all", action="store_true", help="replay PLAN: every run of the README's table")
-    p.add_argument("--iterations", type=int, help="budget: outer iterations (default: the INI's 2500)")
-    p.add_argument("--eval-epochs", type=int, help="budget: epochs per evaluation model (default 1000)")
-    p.add_argument("--eval-models", type=int, help="budget: evaluation models (default 5)")
-    p.add_argument("--eval-iterations", default="0", help="with --iterations: evaluate at these (default 0 and end)")
+    # Without any budget flag a grid runs with PLAN's budgets; any budget flag replaces them for every name.
+    p.add_argument("--iterations", type=int, help="budget: outer iterations (default: PLAN's, else the INI's)")
+    p.add_argument("--eval-epochs", type=int, help="budget: epochs per evaluation model (default: PLAN's, else 1000)")
+    p.add_argument("--eval-models", type=int, help="budget: evaluation models (default: PLAN's, else 5)")
+    p.add_argument("--eval-iterations", help="with --iterations: evaluate at these (default 0 and end)")
     p.add_argument("--only", nargs="*", default=None, help="run only these names of the grids")
     p.add_argument("--dry-run", action="store_true", help="print the commands, run nothing")
     p.add_argument("--table-only", action="store_true", help="only regenerate the README table")
@@ -485,8 +513,14 @@ def main() -> int:
     unknown = [g for g in args.grids if g not in GRIDS]
     if unknown:
         p.error(f"unknown grid {unknown[0]!r} (choose from {', '.join(GRIDS)})")
-    budget = Budget(args.iterations, args.eval_epochs, args.eval_models, args.eval_iterations)
-    calls = PLAN if args.all else [(grid, args.only, budget) for grid in args.grids]
+    budget_flags = (args.iterations, args.eval_epochs, args.eval_models, args.eval_iterations)
+    if args.all:
+        calls = PLAN
+    elif any(flag is not None for flag in budget_flags):
+        budget = Budget(args.iterations, args.eval_epochs, args.eval_models, args.eval_iterations or "0")
+        calls = [(grid, args.only, budget) for grid in args.grids]
+    else:
+        calls = planned_calls(args.grids, args.only)
     if not args.table_only:
         for grid, names, call_budget in calls:
             ran = [run(grid, name, flags, call_budget, args.dry_run)

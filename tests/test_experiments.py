@@ -60,6 +60,16 @@ def test_reduced_budget_evaluates_only_where_asked():
     assert Budget(eval_models=5).flags() == ["--eval-models", "5"]  # default iterations: the INI's evaluations
 
 
+def test_a_named_grid_replays_with_plans_budgets(monkeypatch):
+    monkeypatch.setattr(run_grid, "GRIDS", {"g": {"a": [], "b": [], "c": []}})
+    monkeypatch.setattr(run_grid, "PLAN", [("g", ["a"], Budget(100)), ("h", None, Budget(7)), ("g", None, Budget(3)),
+                                           ("g", ["a"], Budget(200))])
+    assert run_grid.planned_calls(["g"], None) == [("g", ["a"], Budget(100)), ("g", ["a", "b", "c"], Budget(3)),
+                                                   ("g", ["a"], Budget(200))]
+    monkeypatch.setattr(run_grid, "PLAN", [("g", ["a"], Budget(100))])
+    assert run_grid.planned_calls(["g"], ["a", "c"]) == [("g", ["a"], Budget(100)), ("g", ["c"], Budget())]
+
+
 def test_the_best_mode_config_is_the_planned_convnet_run():
     budget = ["--iterations", "300"]
     # The grid ran before the default evaluated only at 0 and the end, and on the splat image; the method is
