@@ -158,7 +158,8 @@ GRIDS: dict[str, dict[str, list[str]]] = {
     # (PLAN).
     **{arch: {"default-set": ["--eval-only", "assets/mnist_1cpc_herding_init.pt", "--architectures", arch],
               "herding": ["--baseline", "herding", "--architectures", arch],
-              "dm-set": ["--eval-only", "assets/mnist_1cpc_dm.pt", "--architectures", arch]}
+              "dm-set": ["--eval-only", "assets/mnist_1cpc_dm.pt", "--architectures", arch],
+              "dm-inner-set": ["--eval-only", "assets/mnist_1cpc_dm_inner.pt", "--architectures", arch]}
        for arch in ("vgg11", "resnet18")},
     # The default command (configs/default.ini: from the herding baseline's digits; the flag keeps the row's
     # meaning should the default change), on every architecture that fits this CPU (compare `default/1cpc`, the
@@ -218,6 +219,9 @@ GRIDS: dict[str, dict[str, list[str]]] = {
         # in a fresh network, then after 25 and 50 SGD steps on the current set (3 coordinate updates).
         "10-dm-inner": herding_10(*DISTRIBUTION, "--set", "DISTILLATION.outer_loop=3", "--set",
                                   "DISTILLATION.inner_loop=25"),
+        # Longer-trained networks to match in: four matches per iteration, after 0, 50, 100 and 150 SGD steps.
+        "10-dm-inner4x50": herding_10(*DISTRIBUTION, "--set", "DISTILLATION.outer_loop=4", "--set",
+                                      "DISTILLATION.inner_loop=50"),
         # One cloud per class with the same inner loop (compare `1-dm`).
         "1-dm-inner": [*DISTRIBUTION, "--set", "DISTILLATION.outer_loop=3", "--set", "DISTILLATION.inner_loop=25",
                        "--architectures", "convnet,mlp,lenet,alexnet"],
@@ -259,6 +263,14 @@ GRIDS: dict[str, dict[str, list[str]]] = {
         "class-mean-10-mlp-lenet": ["--baseline", "class-mean", "--clouds-per-class", "10", "--architectures",
                                     "mlp,lenet", "--set", "EVALUATION.projection=splat"],
     },
+    # Ten clouds per class on the larger architectures: the best ten-per-class set (`distribution/10-dm-inner`) and
+    # its start, herding's ten digits, in bf16 + compile (~3x cheaper here), 2 models each (PLAN).
+    "ten-arch": {
+        f"{arch}-{name}": [*flags, "--architectures", arch, *FAST_EVALUATION]
+        for arch in ("alexnet", "vgg11", "resnet18")
+        for name, flags in (("herding-10", ["--baseline", "herding", "--clouds-per-class", "10"]),
+                            ("dm-inner-10", ["--eval-only", "assets/mnist_10cpc_dm_inner.pt"]))
+    },
     # The assets (best sets) under the default protocol: 5 fresh models x 1000 epochs.
     "final": {
         "1cpc-convnet": [*SEED_CLEAN_TEST, "--eval-only", "assets/mnist_1cpc_convnet.pt"],
@@ -278,7 +290,8 @@ ASSETS = {"mnist_1cpc_convnet": ("convnet", "meaninit", 300), "mnist_10cpc_convn
           "mnist_1cpc_herding_init": ("herding-init", "1cpc", 400),
           "mnist_10cpc_dm": ("distribution", "10-dm", 400), "mnist_1cpc_dm": ("distribution", "1-dm", 400),
           "mnist_50cpc_dm": ("distribution", "50-dm", 300),
-          "mnist_10cpc_dm_inner": ("distribution", "10-dm-inner", 100)}
+          "mnist_10cpc_dm_inner": ("distribution", "10-dm-inner", 100),
+          "mnist_1cpc_dm_inner": ("distribution", "1-dm-inner", 100)}
 
 
 @dataclass(frozen=True)
@@ -331,8 +344,8 @@ PLAN: list[tuple[str, list[str] | None, Budget]] = [
     ("normalize", None, Budget()),
     ("alexnet", None, Budget()),
     ("herding-init", None, Budget()),
-    ("vgg11", None, Budget(eval_models=2)),
-    ("resnet18", None, Budget(eval_models=2)),
+    ("vgg11", ["default-set", "herding", "dm-set"], Budget(eval_models=2)),
+    ("resnet18", ["default-set", "herding", "dm-set"], Budget(eval_models=2)),
     ("fifty", None, Budget(300, 300, 2, "300")),
     ("step-size", ["10-lr0.01"], Budget(200, 300, 2, "0,200")),
     ("step-size", ["10-lr0.05"], Budget(eval_epochs=300, eval_models=2)),
@@ -349,6 +362,10 @@ PLAN: list[tuple[str, list[str] | None, Budget]] = [
     ("distribution", ["10-dm-inner"], Budget(200, 300, 2, "200")),
     ("distribution", ["10-dm-inner-full", "10-dm-inner-full-mlp-lenet"], Budget()),
     ("distribution", ["1-dm-inner"], Budget(100, eval_iterations="100")),
+    ("vgg11", ["dm-inner-set"], Budget(eval_models=2)),  # after 1-dm-inner: its set is the asset
+    ("resnet18", ["dm-inner-set"], Budget(eval_models=2)),
+    ("distribution", ["10-dm-inner4x50"], Budget(60, 300, 2, "60")),
+    ("ten-arch", None, Budget(eval_models=2)),
     ("fifty-full", None, Budget(eval_models=2)),  # after 50-dm: its set is the asset mnist_50cpc_dm
     ("precision", None, Budget()),
     ("cross-arch", None, Budget()),
