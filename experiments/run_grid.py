@@ -152,6 +152,8 @@ GRIDS: dict[str, dict[str, list[str]]] = {
     "alexnet": {
         "default-set": ["--eval-only", "assets/mnist_1cpc_default.pt", "--architectures", "alexnet"],
         "herding": ["--baseline", "herding", "--architectures", "alexnet"],
+        "class-mean": ["--baseline", "class-mean", "--architectures", "alexnet"],
+        "random-real": ["--baseline", "random-real", "--architectures", "alexnet"],
     },
     # DC's VGG-11 and ResNet-18 (instance norm, 1 x 28 x 28) on the default command's set and on its start,
     # herding, and on distribution matching's set (`distribution/1-dm`); ~5 and ~10 min per model here, so 2 models
