@@ -60,6 +60,9 @@ MECONVNET = [*SEED_CLEAN_TEST, "--no-pytorch", "--network", "me-convnet", *DC, *
 
 # DM's objective with DM's 256 real digits per class and match.
 DISTRIBUTION = ["--set", "DISTILLATION.objective=distribution", "--set", "MODEL.batch_size=256"]
+# DM with DC's inner loop: each iteration matches in a fresh network, then after 25 and 50 SGD steps of it on the
+# current set (3 coordinate updates).
+DM_INNER = [*DISTRIBUTION, "--set", "DISTILLATION.outer_loop=3", "--set", "DISTILLATION.inner_loop=25"]
 
 
 # The evaluation in bfloat16 autocast through torch.compile: the same protocol, a different arithmetic (bf16 matched
@@ -217,16 +220,13 @@ GRIDS: dict[str, dict[str, list[str]]] = {
         "1-dm": [*DISTRIBUTION, "--architectures", "convnet,mlp,lenet,alexnet"],
         # Fifty per class from herding's fifty digits, at the `fifty` grid's budget (compare `fifty/herding`).
         "50-dm": [*HERDING_INIT, "--clouds-per-class", "50", *DISTRIBUTION, "--architectures", "convnet,mlp,lenet"],
-        # Matching in networks trained on the synthetic set (DC's inner loop, as CAFE embeds): each iteration matches
-        # in a fresh network, then after 25 and 50 SGD steps on the current set (3 coordinate updates).
-        "10-dm-inner": herding_10(*DISTRIBUTION, "--set", "DISTILLATION.outer_loop=3", "--set",
-                                  "DISTILLATION.inner_loop=25"),
+        # Matching in networks trained on the synthetic set (DM_INNER: DC's inner loop, as CAFE embeds).
+        "10-dm-inner": herding_10(*DM_INNER),
         # Longer-trained networks to match in: four matches per iteration, after 0, 50, 100 and 150 SGD steps.
         "10-dm-inner4x50": herding_10(*DISTRIBUTION, "--set", "DISTILLATION.outer_loop=4", "--set",
                                       "DISTILLATION.inner_loop=50"),
         # One cloud per class with the same inner loop (compare `1-dm`).
-        "1-dm-inner": [*DISTRIBUTION, "--set", "DISTILLATION.outer_loop=3", "--set", "DISTILLATION.inner_loop=25",
-                       "--architectures", "convnet,mlp,lenet,alexnet"],
+        "1-dm-inner": [*DM_INNER, "--architectures", "convnet,mlp,lenet,alexnet"],
         # Its set (ASSETS: `mnist_10cpc_dm_inner`) by the full protocol, as two runs to use both cores.
         "10-dm-inner-full": ["--eval-only", "assets/mnist_10cpc_dm_inner.pt", "--architectures", "convnet"],
         "10-dm-inner-full-mlp-lenet": ["--eval-only", "assets/mnist_10cpc_dm_inner.pt", "--architectures", "mlp,lenet"],
@@ -506,7 +506,9 @@ def planned_calls(grids: list[str], only: list[str] | None) -> list[tuple[str, l
         names = [name for name in GRIDS[grid] if only is None or name in only]
         planned: set[str] = set()
         for plan_grid, plan_names, plan_budget in PLAN:
-            chosen = [name for name in names if plan_grid == grid and (plan_names is None or name in plan_names)]
+            if plan_grid != grid:
+                continue
+            chosen = [name for name in names if plan_names is None or name in plan_names]
             if chosen:
                 calls.append((grid, chosen, plan_budget))
                 planned.update(chosen)
