@@ -32,6 +32,7 @@ PRECISIONS = ("fp32", "bf16")
 NORMS = ("instance", "none")
 # What the synthetic clouds match: the gradients real digits induce (DC) or their mean embedding (DM).
 OBJECTIVES = ("gradient", "distribution")
+INNER_DATA = ("synthetic", "real")
 
 
 # Network pool members other than DC's ConvNet: evaluation architectures that also match, on the dense splat
@@ -113,6 +114,7 @@ class Settings:
     reinit_net: bool
     outer_loop: int
     inner_loop: int
+    inner_data: str
     net_lr: float
     distillation_checkpoint_dir: Path | None
     # [MNIST]
@@ -196,6 +198,7 @@ SCHEMA: dict[str, dict[str, tuple[str, str]]] = {
         "reinit_net": ("reinit_net", _BOOL),
         "outer_loop": ("outer_loop", _INT),
         "inner_loop": ("inner_loop", _INT),
+        "inner_data": ("inner_data", _STR),
         "net_lr": ("net_lr", _FLOAT),
         "distillation_checkpoint_dir": ("distillation_checkpoint_dir", _OPTIONAL_PATH),
     },
@@ -472,6 +475,7 @@ def _validate(s: Settings) -> None:
     check(s.save_cad_every >= 0, "DISTILLATION", "save_cad_every", s.save_cad_every, ">= 0")
     check(s.outer_loop >= 1, "DISTILLATION", "outer_loop", s.outer_loop, ">= 1")
     check(s.inner_loop >= 0, "DISTILLATION", "inner_loop", s.inner_loop, ">= 0")
+    check(s.inner_data in INNER_DATA, "DISTILLATION", "inner_data", s.inner_data, "/".join(INNER_DATA))
     check(s.net_lr > 0, "DISTILLATION", "net_lr", s.net_lr, "> 0")
     check(s.init in INITS, "DISTILLATION", "init", s.init, "/".join(INITS))
     check(s.matched_layers in MATCHED_LAYERS, "DISTILLATION", "matched_layers", s.matched_layers,
@@ -577,7 +581,7 @@ RESUMABLE_CHANGES = frozenset({
 KEYS_ADDED_LATER = {"network": "seed", "matched_layers": "all", "halo": 1, "augment_match": False,
                     "absent_voxels": "skip", "eval_projection": "binary", "network_pool": "", "eval_normalize": False,
                     "objective": "gradient", "eval_precision": "fp32",
-                    "eval_compile": False}
+                    "eval_compile": False, "inner_data": "synthetic"}
 
 
 def check_resumable(saved: dict[str, Any], settings: Settings) -> None:

@@ -180,14 +180,25 @@ class Distiller:
                 self.net.load_state_dict(build_network(self.settings, self.device)[0].state_dict())
 
     def train_network(self, steps: int) -> None:
-        """DC's inner loop: plain SGD steps of the network on the current synthetic set (points fixed)."""
+        """The inner loop: plain SGD steps of the network, points fixed, on the synthetic set (DC, full batch) or
+        on random real digits (``inner_data = real``: as many per class and step as the synthetic set holds, so a
+        step costs what DC's does)."""
         opt = torch.optim.SGD(self.params, lr=self.settings.net_lr)
-        inputs = self.to_input(self.points.detach())  # the points stay put during the loop: build the input once
+        if self.settings.inner_data == "synthetic":  # the points stay put during the loop: one input for all steps
+            inputs, labels = self.to_input(self.points.detach()), self.labels
         for _ in range(steps):
-            loss = F.cross_entropy(self.net(inputs), self.labels)
+            if self.settings.inner_data == "real":
+                inputs, labels = self.real_batch(self.settings.cad_per_class)
+            loss = F.cross_entropy(self.net(inputs), labels)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
+
+    def real_batch(self, per_class: int) -> tuple[Any, torch.Tensor]:
+        """Network input and labels of ``per_class`` random real digits of every class."""
+        points = torch.cat([self.real.sample(c, per_class, self.generator) for c in range(NUM_CLASSES)])
+        labels = torch.arange(NUM_CLASSES, device=self.device).repeat_interleave(per_class)
+        return self.to_input(points.to(self.device) + self.real_offset), labels
 
     def step(self) -> StepStats:
         """One outer iteration: [fresh network,] then outer_loop x (match and update [, train network])."""

@@ -1,6 +1,7 @@
 """Modes beyond the seed: splatting, DC's fresh network per iteration, real initialisation, baselines;
 and the fast loop against a literal per-class reference."""
 
+import copy
 import io
 import json
 import os
@@ -105,6 +106,23 @@ def test_inner_loop_trains_the_network_between_matches(mnist):
     w0 = d.net.classifier.weight.detach().clone()
     d.step()
     assert not torch.equal(d.net.classifier.weight, w0)
+
+
+def test_real_inner_loop_takes_sgd_steps_on_random_real_digits_of_every_class(mnist):
+    d = small_distiller(mnist, "--set", "DISTILLATION.inner_data=real", "--clouds-per-class", "2")
+    reference = copy.deepcopy(d.net)
+    stream = d.generator.get_state()
+    d.train_network(1)
+    # The batch the step drew: the same sampler state gives it again.
+    d.generator = torch.Generator().set_state(stream)
+    inputs, labels = d.real_batch(2)
+    assert labels.tolist() == [c for c in range(10) for _ in range(2)]
+    F.cross_entropy(reference(inputs), labels).backward()
+    for before, after in zip(reference.parameters(), d.net.parameters(), strict=True):
+        assert torch.allclose(after, before - d.settings.net_lr * before.grad, atol=1e-6)
+    on_synthetic = small_distiller(mnist, "--clouds-per-class", "2")
+    on_synthetic.train_network(1)
+    assert not torch.equal(on_synthetic.net.classifier.weight, d.net.classifier.weight)
 
 
 def test_head_only_matching_is_full_matching_with_constant_convolution_gradients(mnist):

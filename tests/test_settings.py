@@ -79,6 +79,7 @@ def test_user_config_only_needs_changed_keys(tmp_path: Path):
     (["--config", "configs/seed.ini", "--set", "DISTILLATION.network_pool=64x2"],
      "needs MODEL.network convnet or me-convnet"),
     (["--set", "DISTILLATION.objective=dm"], "DISTILLATION.objective = 'dm' is out of range (gradient/distribution)"),
+    (["--set", "DISTILLATION.inner_data=test"], "DISTILLATION.inner_data = 'test' is out of range (synthetic/real)"),
     (["--config", "configs/seed.ini", "--set", "DISTILLATION.objective=distribution"],
      "distribution matching embeds with DC's ConvNet"),
     (["--set", "EVALUATION.precision=fp16"], "EVALUATION.precision = 'fp16' is out of range (fp32/bf16)"),
