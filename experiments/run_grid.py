@@ -225,6 +225,9 @@ GRIDS: dict[str, dict[str, list[str]]] = {
         # Longer-trained networks to match in: four matches per iteration, after 0, 50, 100 and 150 SGD steps.
         "10-dm-inner4x50": herding_10(*DISTRIBUTION, "--set", "DISTILLATION.outer_loop=4", "--set",
                                       "DISTILLATION.inner_loop=50"),
+        # Less-trained networks: three matches after 0, 10 and 20 SGD steps (4x50 was worse than 3x25).
+        "10-dm-inner3x10": herding_10(*DISTRIBUTION, "--set", "DISTILLATION.outer_loop=3", "--set",
+                                      "DISTILLATION.inner_loop=10"),
         # The inner loop on real digits instead (IDM's networks that know real digits; 10 per class and step).
         "10-dm-inner-real": herding_10(*DM_INNER, "--set", "DISTILLATION.inner_data=real"),
         # One cloud per class with the same inner loop (compare `1-dm`).
@@ -370,6 +373,7 @@ PLAN: list[tuple[str, list[str] | None, Budget]] = [
     ("resnet18", ["dm-inner-set"], Budget(eval_models=2)),
     ("distribution", ["10-dm-inner4x50"], Budget(60, 300, 2, "60")),
     ("distribution", ["10-dm-inner-real"], Budget(100, 300, 2, "100")),
+    ("distribution", ["10-dm-inner3x10"], Budget(100, 300, 2, "100")),
     ("ten-arch", None, Budget(eval_models=2)),
     ("fifty-full", None, Budget(eval_models=2)),  # after 50-dm: its set is the asset mnist_50cpc_dm
     ("precision", None, Budget()),
