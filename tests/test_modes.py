@@ -174,7 +174,7 @@ def test_distribution_matching_moves_the_points_towards_the_real_mean_embedding(
         target = d.net.embed(d.to_input(real))
         syn = d.points[3:4].detach().clone()
         before = float(embedding_distance(d.net.embed(d.to_input(syn)), target))
-    assert before > 0 and float(d.class_distance(real, syn, 3)) == pytest.approx(before, rel=1e-5)
+    assert before > 0 and float(d.class_distance(real, syn, 3).detach()) == pytest.approx(before, rel=1e-5)
     # The class's loss is DM's: with the network and the real batch fixed, Adam steps shrink it.
     opt = torch.optim.Adam([d.points], lr=0.1)
     for _ in range(5):
