@@ -196,7 +196,7 @@ class Distiller:
 
     def real_batch(self, per_class: int) -> tuple[Any, torch.Tensor]:
         """Network input and labels of ``per_class`` random real digits of every class."""
-        points = torch.cat([self.real.sample(c, per_class, self.generator) for c in range(NUM_CLASSES)])
+        points = self.real.per_class(per_class, self.generator)
         labels = torch.arange(NUM_CLASSES, device=self.device).repeat_interleave(per_class)
         return self.to_input(points.to(self.device) + self.real_offset), labels
 
