@@ -115,6 +115,7 @@ class Settings:
     outer_loop: int
     inner_loop: int
     inner_data: str
+    inner_augment: bool
     net_lr: float
     distillation_checkpoint_dir: Path | None
     # [MNIST]
@@ -199,6 +200,7 @@ SCHEMA: dict[str, dict[str, tuple[str, str]]] = {
         "outer_loop": ("outer_loop", _INT),
         "inner_loop": ("inner_loop", _INT),
         "inner_data": ("inner_data", _STR),
+        "inner_augment": ("inner_augment", _BOOL),
         "net_lr": ("net_lr", _FLOAT),
         "distillation_checkpoint_dir": ("distillation_checkpoint_dir", _OPTIONAL_PATH),
     },
@@ -581,7 +583,7 @@ RESUMABLE_CHANGES = frozenset({
 KEYS_ADDED_LATER = {"network": "seed", "matched_layers": "all", "halo": 1, "augment_match": False,
                     "absent_voxels": "skip", "eval_projection": "binary", "network_pool": "", "eval_normalize": False,
                     "objective": "gradient", "eval_precision": "fp32",
-                    "eval_compile": False, "inner_data": "synthetic"}
+                    "eval_compile": False, "inner_data": "synthetic", "inner_augment": False}
 
 
 def check_resumable(saved: dict[str, Any], settings: Settings) -> None:

@@ -28,6 +28,7 @@ from dd3d.pointsets import (
     constrain_,
     init_uniform,
     random_planar_transform,
+    random_planar_transforms,
     transform_points,
 )
 from distillation_loss import embedding_distance, match_loss
@@ -189,16 +190,25 @@ class Distiller:
         for _ in range(steps):
             if self.settings.inner_data == "real":
                 inputs, labels = self.real_batch(self.settings.cad_per_class)
+            elif self.settings.inner_augment:
+                inputs = self.to_input(self.augmented(self.points.detach()))
             loss = F.cross_entropy(self.net(inputs), labels)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
 
     def real_batch(self, per_class: int) -> tuple[Any, torch.Tensor]:
-        """Network input and labels of ``per_class`` random real digits of every class."""
-        points = self.real.per_class(per_class, self.generator)
+        """Network input and labels of ``per_class`` random real digits of every class (augmented under
+        ``inner_augment``)."""
+        points = self.real.per_class(per_class, self.generator).to(self.device) + self.real_offset
         labels = torch.arange(NUM_CLASSES, device=self.device).repeat_interleave(per_class)
-        return self.to_input(points.to(self.device) + self.real_offset), labels
+        return self.to_input(self.augmented(points) if self.settings.inner_augment else points), labels
+
+    def augmented(self, points: torch.Tensor) -> torch.Tensor:
+        """Clouds [B, N, 3], each moved by its own draw of the match's shift / scale / rotate (the inner loop's
+        DSA augmentation; as in the match, points moved off the grid fall out of the input)."""
+        a, t = random_planar_transforms(len(points), self.generator)
+        return transform_points(points, a.to(self.device), t.to(self.device))
 
     def step(self) -> StepStats:
         """One outer iteration: [fresh network,] then outer_loop x (match and update [, train network])."""

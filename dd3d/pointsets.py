@@ -249,12 +249,27 @@ def random_planar_transform(generator: torch.Generator) -> tuple[torch.Tensor, t
     return a, t
 
 
+def random_planar_transforms(n: int, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """``random_planar_transform`` drawn independently for each of n clouds: (A [n, 2, 2], t [n, 2])."""
+    kind = torch.randint(0, 3, (n,), generator=generator)
+    u = torch.rand(n, 2, generator=generator)
+    a, t = torch.eye(2).repeat(n, 1, 1), torch.zeros(n, 2)
+    shift, scale, rotate = kind == 0, kind == 1, kind == 2
+    t[shift] = (u[shift] * 2 - 1) * MATCH_SHIFT_PX
+    a[scale] = torch.diag_embed(u[scale] * (MATCH_SCALE - 1 / MATCH_SCALE) + 1 / MATCH_SCALE)
+    angle = (u[rotate, 0] * 2 - 1) * math.radians(MATCH_ROTATE_DEG)
+    cos, sin = torch.cos(angle), torch.sin(angle)
+    a[rotate] = torch.stack([torch.stack([cos, -sin], -1), torch.stack([sin, cos], -1)], -2)
+    return a, t
+
+
 def transform_points(points: torch.Tensor, a: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-    """Points [..., N, 3] with (row, col) mapped by ``random_planar_transform``'s (A, t); depth kept.
+    """Points [..., N, 3] with (row, col) mapped by ``random_planar_transform``'s (A, t); depth kept. With
+    ``random_planar_transforms``' A [B, 2, 2] and t [B, 2], cloud b of points [B, N, 3] gets its own.
 
     Differentiable in the points, so the same draw applied to a real batch and to the synthetic clouds keeps
     the gradient match exact (DSA's Siamese augmentation); points moved off the grid fall out of the input.
     """
     centre = IMAGE_SIZE / 2
-    planar = (points[..., 1:] - centre) @ a.to(points).T + centre + t.to(points)
+    planar = (points[..., 1:] - centre) @ a.to(points).transpose(-1, -2) + centre + t.to(points).unsqueeze(-2)
     return torch.cat([points[..., :1], planar], dim=-1)

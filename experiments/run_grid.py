@@ -230,6 +230,9 @@ GRIDS: dict[str, dict[str, list[str]]] = {
                                       "DISTILLATION.inner_loop=10"),
         # The inner loop on real digits instead (IDM's networks that know real digits; 10 per class and step).
         "10-dm-inner-real": herding_10(*DM_INNER, "--set", "DISTILLATION.inner_data=real"),
+        # The inner loop's steps on augmented synthetic images (DSA's inner loop: each image its own draw of the
+        # match's shift / scale / rotate), so matches see networks trained as the evaluated ones are.
+        "10-dm-inner-aug": herding_10(*DM_INNER, "--set", "DISTILLATION.inner_augment=true"),
         # One cloud per class with the same inner loop (compare `1-dm`).
         "1-dm-inner": [*DM_INNER, "--architectures", "convnet,mlp,lenet,alexnet"],
         # Its set (ASSETS: `mnist_10cpc_dm_inner`) by the full protocol, as two runs to use both cores.
@@ -280,6 +283,14 @@ GRIDS: dict[str, dict[str, list[str]]] = {
     } | {
         # Plain DM's ten-per-class set on AlexNet, where the DM-inner set fell below its start.
         "alexnet-dm-10": ["--eval-only", "assets/mnist_10cpc_dm.pt", "--architectures", "alexnet", *FAST_EVALUATION],
+    },
+    # Fifty clouds per class on the larger architectures: the fifty-per-class asset (`distribution/50-dm`) and its
+    # start, herding's fifty digits, as `ten-arch` (bf16 + compile, 2 models each: PLAN).
+    "fifty-arch": {
+        f"{arch}-{name}": [*flags, "--architectures", arch, *FAST_EVALUATION]
+        for arch in ("alexnet", "vgg11", "resnet18")
+        for name, flags in (("herding-50", ["--baseline", "herding", "--clouds-per-class", "50"]),
+                            ("dm-50", ["--eval-only", "assets/mnist_50cpc_dm.pt"]))
     },
     # The assets (best sets) under the default protocol: 5 fresh models x 1000 epochs.
     "final": {
@@ -377,8 +388,10 @@ PLAN: list[tuple[str, list[str] | None, Budget]] = [
     ("distribution", ["10-dm-inner4x50"], Budget(60, 300, 2, "60")),
     ("distribution", ["10-dm-inner-real"], Budget(100, 300, 2, "100")),
     ("distribution", ["10-dm-inner3x10"], Budget(100, 300, 2, "100")),
+    ("distribution", ["10-dm-inner-aug"], Budget(100, 300, 2, "100")),
     ("ten-arch", None, Budget(eval_models=2)),
     ("fifty-full", None, Budget(eval_models=2)),  # after 50-dm: its set is the asset mnist_50cpc_dm
+    ("fifty-arch", ["alexnet-herding-50", "alexnet-dm-50"], Budget(eval_models=2)),
     ("precision", None, Budget()),
     ("cross-arch", None, Budget()),
     # This project's faithful mode at the iterations where the seed's own code was evaluated

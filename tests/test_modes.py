@@ -125,6 +125,23 @@ def test_real_inner_loop_takes_sgd_steps_on_random_real_digits_of_every_class(mn
     assert not torch.equal(on_synthetic.net.classifier.weight, d.net.classifier.weight)
 
 
+def test_augmented_inner_loop_steps_on_each_step_s_own_draw_of_the_synthetic_clouds(mnist):
+    d = small_distiller(mnist, "--set", "DISTILLATION.inner_augment=true", "--clouds-per-class", "2")
+    reference = copy.deepcopy(d.net)
+    stream = d.generator.get_state()
+    d.train_network(1)
+    # The draws the step made: the same sampler state gives them again.
+    d.generator = torch.Generator().set_state(stream)
+    augmented = d.augmented(d.points.detach())
+    assert not torch.allclose(augmented, d.points)
+    F.cross_entropy(reference(d.to_input(augmented)), d.labels).backward()
+    for before, after in zip(reference.parameters(), d.net.parameters(), strict=True):
+        assert torch.allclose(after, before - d.settings.net_lr * before.grad, atol=1e-6)
+    plain = small_distiller(mnist, "--clouds-per-class", "2")
+    plain.train_network(1)
+    assert not torch.equal(plain.net.classifier.weight, d.net.classifier.weight)
+
+
 def test_head_only_matching_is_full_matching_with_constant_convolution_gradients(mnist):
     """The seed's ME path: convolution gradients without a graph, so only the classifier's term moves points."""
     d = small_distiller(mnist, "--set", "DISTILLATION.matched_layers=head")

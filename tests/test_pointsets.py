@@ -1,3 +1,5 @@
+import math
+
 import torch
 
 from dd3d.pointsets import (
@@ -109,6 +111,31 @@ def test_match_augmentation_is_one_rigid_or_scaling_draw_applied_alike():
     syn = pts[:1].clone().requires_grad_()
     transform_points(syn, a, t).sum().backward()
     assert syn.grad is not None and syn.grad[..., 1:].abs().sum() > 0
+
+
+def test_per_cloud_draws_are_the_single_draws_kinds_each_applied_to_its_own_cloud():
+    from dd3d.pointsets import random_planar_transform, random_planar_transforms, transform_points
+
+    a, t = random_planar_transforms(60, torch.Generator().manual_seed(5))
+    shift = (a == torch.eye(2)).all(-1).all(-1)
+    scale = ~shift & (a[:, 0, 1] == 0)
+    rotate = ~shift & ~scale
+    assert shift.any() and scale.any() and rotate.any()
+    assert (t[shift].abs() <= 4).all() and (t[~shift] == 0).all()
+    diagonal = a[scale].diagonal(dim1=-2, dim2=-1)
+    assert (diagonal >= 1 / 1.2 - 1e-6).all() and (diagonal <= 1.2 + 1e-6).all()
+    r = a[rotate]
+    assert torch.allclose(r @ r.transpose(-1, -2), torch.eye(2).expand_as(r), atol=1e-6)
+    assert (torch.linalg.det(r) > 0).all() and (r[:, 1, 0].abs() <= math.sin(math.radians(15)) + 1e-6).all()
+    # One draw of the batch is random_planar_transform's draw from the same stream.
+    a1, t1 = random_planar_transforms(1, torch.Generator().manual_seed(9))
+    a0, t0 = random_planar_transform(torch.Generator().manual_seed(9))
+    assert torch.allclose(a1[0], a0, atol=1e-6) and torch.allclose(t1[0], t0)
+    # Cloud b of a batch moves by draw b alone.
+    pts = torch.rand(60, 20, 3) * 27
+    moved = transform_points(pts, a, t)
+    for b in (0, 17, 59):
+        assert torch.allclose(moved[b], transform_points(pts[b], a[b], t[b]), atol=1e-5)
 
 
 def test_splat_projection_is_gray_between_cells_and_binary_at_cell_centres(mnist):
