@@ -183,6 +183,10 @@ GRIDS: dict[str, dict[str, list[str]]] = {
     "fifty-full": {
         "50-dm": ["--eval-only", "assets/mnist_50cpc_dm.pt", *FAST_EVALUATION],
         "herding": ["--baseline", "herding", "--clouds-per-class", "50", *FAST_EVALUATION],
+        # The MLP and LeNet by the full protocol (5 models x 1000 epochs, fp32; the `fifty` grid's 300 epochs left
+        # a LeNet on its plateau), the set against its start.
+        "50-dm-mlp-lenet": ["--eval-only", "assets/mnist_50cpc_dm.pt", "--architectures", "mlp,lenet"],
+        "herding-mlp-lenet": ["--baseline", "herding", "--clouds-per-class", "50", "--architectures", "mlp,lenet"],
     },
     # Adam's step on the coordinates (MODEL.dist_lr) at ten clouds per class, from herding's digits: Adam
     # moves every point about dist_lr pixels per step whatever its gradient's share of the signal, which is
@@ -390,7 +394,8 @@ PLAN: list[tuple[str, list[str] | None, Budget]] = [
     ("distribution", ["10-dm-inner3x10"], Budget(100, 300, 2, "100")),
     ("distribution", ["10-dm-inner-aug"], Budget(100, 300, 2, "100")),
     ("ten-arch", None, Budget(eval_models=2)),
-    ("fifty-full", None, Budget(eval_models=2)),  # after 50-dm: its set is the asset mnist_50cpc_dm
+    ("fifty-full", ["50-dm", "herding"], Budget(eval_models=2)),  # after 50-dm: its set is the asset mnist_50cpc_dm
+    ("fifty-full", ["50-dm-mlp-lenet", "herding-mlp-lenet"], Budget()),
     ("fifty-arch", ["alexnet-herding-50", "alexnet-dm-50"], Budget(eval_models=2)),
     ("precision", None, Budget()),
     ("cross-arch", None, Budget()),
