@@ -250,7 +250,10 @@ def random_planar_transform(generator: torch.Generator) -> tuple[torch.Tensor, t
 
 
 def random_planar_transforms(n: int, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
-    """``random_planar_transform`` drawn independently for each of n clouds: (A [n, 2, 2], t [n, 2])."""
+    """``random_planar_transform`` drawn independently for each of n clouds: (A [n, 2, 2], t [n, 2]).
+
+    The same draws from the same stream; the single draw keeps its own float64 cos / sin, which every committed
+    run used, rather than this float32 arithmetic (equal to ~1e-7)."""
     kind = torch.randint(0, 3, (n,), generator=generator)
     u = torch.rand(n, 2, generator=generator)
     a, t = torch.eye(2).repeat(n, 1, 1), torch.zeros(n, 2)
