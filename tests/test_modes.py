@@ -108,38 +108,41 @@ def test_inner_loop_trains_the_network_between_matches(mnist):
     assert not torch.equal(d.net.classifier.weight, w0)
 
 
-def test_real_inner_loop_takes_sgd_steps_on_random_real_digits_of_every_class(mnist):
-    d = small_distiller(mnist, "--set", "DISTILLATION.inner_data=real", "--clouds-per-class", "2")
+def step_inner_loop_once(d: Distiller) -> nn.Module:
+    """One inner-loop step of ``d``; returns the network as it was before it, and rewinds ``d``'s sampler so that
+    the draws the step made can be made again."""
     reference = copy.deepcopy(d.net)
     stream = d.generator.get_state()
     d.train_network(1)
-    # The batch the step drew: the same sampler state gives it again.
     d.generator = torch.Generator().set_state(stream)
-    inputs, labels = d.real_batch(2)
-    assert labels.tolist() == [c for c in range(10) for _ in range(2)]
+    return reference
+
+
+def assert_sgd_step_on(mnist, d: Distiller, reference: nn.Module, inputs, labels: torch.Tensor) -> None:
+    """``d``'s network is ``reference`` after one plain SGD step on (inputs, labels), which a step on the unaugmented
+    synthetic set is not."""
     F.cross_entropy(reference(inputs), labels).backward()
-    for before, after in zip(reference.parameters(), d.net.parameters(), strict=True):
-        assert torch.allclose(after, before - d.settings.net_lr * before.grad, atol=1e-6)
-    on_synthetic = small_distiller(mnist, "--clouds-per-class", "2")
-    on_synthetic.train_network(1)
-    assert not torch.equal(on_synthetic.net.classifier.weight, d.net.classifier.weight)
-
-
-def test_augmented_inner_loop_steps_on_each_step_s_own_draw_of_the_synthetic_clouds(mnist):
-    d = small_distiller(mnist, "--set", "DISTILLATION.inner_augment=true", "--clouds-per-class", "2")
-    reference = copy.deepcopy(d.net)
-    stream = d.generator.get_state()
-    d.train_network(1)
-    # The draws the step made: the same sampler state gives them again.
-    d.generator = torch.Generator().set_state(stream)
-    augmented = d.augmented(d.points.detach())
-    assert not torch.allclose(augmented, d.points)
-    F.cross_entropy(reference(d.to_input(augmented)), d.labels).backward()
     for before, after in zip(reference.parameters(), d.net.parameters(), strict=True):
         assert torch.allclose(after, before - d.settings.net_lr * before.grad, atol=1e-6)
     plain = small_distiller(mnist, "--clouds-per-class", "2")
     plain.train_network(1)
     assert not torch.equal(plain.net.classifier.weight, d.net.classifier.weight)
+
+
+def test_real_inner_loop_takes_sgd_steps_on_random_real_digits_of_every_class(mnist):
+    d = small_distiller(mnist, "--set", "DISTILLATION.inner_data=real", "--clouds-per-class", "2")
+    reference = step_inner_loop_once(d)
+    inputs, labels = d.real_batch(2)  # the batch the step drew
+    assert labels.tolist() == [c for c in range(10) for _ in range(2)]
+    assert_sgd_step_on(mnist, d, reference, inputs, labels)
+
+
+def test_augmented_inner_loop_steps_on_each_step_s_own_draw_of_the_synthetic_clouds(mnist):
+    d = small_distiller(mnist, "--set", "DISTILLATION.inner_augment=true", "--clouds-per-class", "2")
+    reference = step_inner_loop_once(d)
+    augmented = d.augmented(d.points.detach())  # the draws the step made
+    assert not torch.allclose(augmented, d.points)
+    assert_sgd_step_on(mnist, d, reference, d.to_input(augmented), d.labels)
 
 
 def test_head_only_matching_is_full_matching_with_constant_convolution_gradients(mnist):
