@@ -15,6 +15,65 @@ import torch.nn.functional as F
 from torch import nn
 
 
+class _AvgPool2x2Function(torch.autograd.Function):
+    """AvgPool2d(2) on even maps as four strided adds; its backward is ``_SpreadFunction``, whose backward is this.
+
+    The same sum in the same order as ATen's CPU kernel ((a + b) + c) + d, then x 0.25, which equals its / 4 exactly
+    (a power of two), and the pair transposes each other as ATen's avg_pool2d and its backward do, so values and
+    gradients of every order are bit-identical; but ATen's NCHW kernel and its backward (a zero fill, then a
+    scatter) are memory-slow on these small maps: 1.6x the time of this pair for a 10 x 128 x 32 x 32 map, fp32,
+    one thread (the ConvNet's 10-image training step: 38.9 -> 35.9 ms, best of 300). ``generate_vmap_rule``
+    lets ``torch.vmap`` through.
+    """
+
+    generate_vmap_rule = True
+
+    @staticmethod
+    def forward(x: torch.Tensor) -> torch.Tensor:
+        return (x[..., ::2, ::2] + x[..., ::2, 1::2] + x[..., 1::2, ::2] + x[..., 1::2, 1::2]) * 0.25
+
+    @staticmethod
+    def setup_context(ctx, inputs, output) -> None:
+        pass
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:
+        return _SpreadFunction.apply(grad)
+
+
+class _SpreadFunction(torch.autograd.Function):
+    """AvgPool2d(2)'s backward: each output's gradient / 4 to its 2 x 2 window (a broadcast, no scatter)."""
+
+    generate_vmap_rule = True
+
+    @staticmethod
+    def forward(grad: torch.Tensor) -> torch.Tensor:
+        *lead, h, w = grad.shape
+        return (grad * 0.25).unsqueeze(-1).unsqueeze(-3).expand(*lead, h, 2, w, 2).reshape(*lead, 2 * h, 2 * w)
+
+    @staticmethod
+    def setup_context(ctx, inputs, output) -> None:
+        pass
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:
+        return _AvgPool2x2Function.apply(grad)
+
+
+class AvgPool2x2(nn.Module):
+    """``nn.AvgPool2d(2, 2)``, bit-identical; faster on the CPU for contiguous float32 / float64 maps of even size.
+
+    Channels-last maps keep ATen's kernel: it vectorises over the channels there and beat the strided adds
+    (a 20-image test chunk of the ConvNet: 21.8 against 25.4 ms; NCHW 26.9 against 22.6 ms; one thread).
+    """
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if (x.dtype in (torch.float32, torch.float64) and x.shape[-1] % 2 == 0 and x.shape[-2] % 2 == 0
+                and x.is_contiguous()):
+            return _AvgPool2x2Function.apply(x)
+        return F.avg_pool2d(x, 2, 2)
+
+
 class ConvNet(nn.Module):
     """[conv 3x3 -> instance norm -> ReLU -> avg pool 2] x depth -> linear.
 
@@ -36,7 +95,7 @@ class ConvNet(nn.Module):
             layers += [nn.Conv2d(in_ch, width, kernel_size=3, padding=pad),
                        nn.GroupNorm(width, width, affine=True) if norm == "instance" else nn.Identity(),
                        nn.ReLU(inplace=True),
-                       nn.AvgPool2d(kernel_size=2, stride=2)]
+                       AvgPool2x2()]
             in_ch = width
             size //= 2
         self.features = nn.Sequential(*layers)

@@ -9,7 +9,7 @@ from torch import nn
 
 from distillation_loss import match_loss
 from models.MEConv import MEPytorch, create_dense_batch
-from models.MNIST import ConvNet
+from models.MNIST import AvgPool2x2, ConvNet
 
 
 def on_plane(b: int, n: int, seed: int, dtype=torch.float32) -> torch.Tensor:
@@ -75,6 +75,35 @@ def test_evaluation_convnet_pads_28_to_32():
     net = ConvNet()
     assert net.classifier.in_features == 128 * 4 * 4
     assert net(torch.zeros(3, 1, 28, 28)).shape == (3, 10)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_avgpool2x2_is_bit_identical_to_avgpool2d_to_second_order(dtype):
+    g = torch.Generator().manual_seed(3)
+    x = torch.randn(4, 5, 16, 12, generator=g, dtype=dtype)
+
+    def grads(pool):
+        # the upstream gradient 3 y^2 depends on x, so the second grad differentiates the pool's backward
+        xi = x.clone().requires_grad_()
+        y = pool(xi)
+        (gx,) = torch.autograd.grad((y ** 3).sum(), xi, create_graph=True)
+        (ggx,) = torch.autograd.grad((gx * torch.cos(xi)).sum(), xi)
+        return y.detach(), gx.detach(), ggx
+
+    fast, ref = grads(AvgPool2x2()), grads(nn.AvgPool2d(2, 2))
+    assert all(torch.equal(a, b) for a, b in zip(fast, ref, strict=True))
+    assert fast[1].abs().sum() > 0 and not torch.equal(fast[2], fast[1])
+
+
+def test_avgpool2x2_under_vmap_and_on_odd_bf16_or_channels_last_maps_equals_avgpool2d():
+    x = torch.randn(3, 2, 4, 8, 8)
+    assert torch.equal(torch.vmap(AvgPool2x2())(x), torch.vmap(nn.AvgPool2d(2, 2))(x))
+    last = x[0].contiguous(memory_format=torch.channels_last)
+    assert torch.equal(AvgPool2x2()(last), F.avg_pool2d(last, 2, 2))
+    odd = torch.randn(2, 3, 7, 9)
+    assert torch.equal(AvgPool2x2()(odd), F.avg_pool2d(odd, 2, 2))
+    half = torch.randn(2, 3, 8, 8).bfloat16()
+    assert torch.equal(AvgPool2x2()(half), F.avg_pool2d(half, 2, 2))
 
 
 # --- MinkowskiEngine path -------------------------------------------------------------------------------
