@@ -21,7 +21,7 @@ from torchvision.utils import make_grid, save_image
 
 from configs.settings import Settings
 from dd3d.evaluate import Evaluation
-from dd3d.pointsets import IMAGE_SIZE
+from dd3d.pointsets import SPLAT_HIGH
 
 LOG = logging.getLogger("dd3d")
 
@@ -122,8 +122,9 @@ def load_checkpoint(path: Path, for_resume: bool = True) -> dict[str, Any]:
 
     Evaluation needs only ``points`` (finite floats [M, N, 3], M, N >= 1) and ``labels`` (integers 0-9 [M], every
     class at least once); a resume also needs the optimiser, network, sampler state, iteration and settings.
-    Points outside the grid [0, 27] are clamped into it with one warning saying how many: the binary projection
-    puts them on the border cells anyway, and a checkpoint dd3d wrote never has any.
+    Points outside [0, 27.5] are clamped into it with one warning saying how many: the binary projection puts them
+    on the border cells anyway. 27.5 is the splat mode's upper bound (SPLAT_HIGH, the border cells' centres), so a
+    checkpoint dd3d wrote in either mode loads unchanged and resumes exactly.
     """
     path = Path(path)
     if path.is_dir():
@@ -172,11 +173,11 @@ def load_checkpoint(path: Path, for_resume: bool = True) -> dict[str, Any]:
     iteration = state.get("iteration", 0)
     if isinstance(iteration, bool) or not isinstance(iteration, int) or iteration < 0:
         raise CheckpointError(f"{path}: iteration must be an int >= 0, got {iteration!r}"[:300])
-    high = IMAGE_SIZE - 1.0
+    high = SPLAT_HIGH
     outside_grid = ((points < 0) | (points > high)).any(dim=-1)
     if outside_grid.any():
-        LOG.warning("%s: clamped %d of %d points into the grid [0, %d]", path, int(outside_grid.sum()),
-                    outside_grid.numel(), int(high))
+        LOG.warning("%s: clamped %d of %d points into the grid [0, %g]", path, int(outside_grid.sum()),
+                    outside_grid.numel(), high)
     state["points"] = points.detach().float().clamp(0.0, high)
     state["labels"] = labels.long()
     return state

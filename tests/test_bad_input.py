@@ -148,14 +148,16 @@ def test_no_checkpoint_there(tmp_path, capsys, where):
 def test_points_and_labels_are_all_evaluation_needs_and_outside_points_are_clamped(tmp_path, capsys, fast_mnist):
     p = points()
     p[2, :5] = 1000 * 27  # five points a thousand times outside the grid
+    p[3, :4, 1:] = 27.5  # the splat mode's border (SPLAT_HIGH): inside, as dd3d writes them
     path = tmp_path / "set.pt"
     torch.save({"points": p, "labels": LABELS}, path)  # no settings, no iteration
     code, lines = call([*FAST, "--eval-only", str(path)], tmp_path / "runs", capsys)
-    assert code == 0 and f"{path}: clamped 5 of 200 points into the grid [0, 27]" in lines, lines
+    assert code == 0 and f"{path}: clamped 5 of 200 points into the grid [0, 27.5]" in lines, lines
     results = json.loads((only_run_dir(tmp_path / "runs") / "results.json").read_text())
     assert results["status"] == "evaluated" and results["distilled_mode"] is None
     saved = torch.load(only_run_dir(tmp_path / "runs") / "synthetic.pt", weights_only=True)
-    assert saved["points"].max() == 27 and torch.equal(saved["points"][3:], p[3:])
+    assert saved["points"].max() == 27.5 and torch.equal(saved["points"][3:], p[3:])
+    assert torch.equal(saved["points"][2, 5:], p[2, 5:]) and (saved["points"][2, :5] == 27.5).all()
 
 
 def resume_cases() -> dict:
