@@ -187,6 +187,8 @@ GRIDS: dict[str, dict[str, list[str]]] = {
         # a LeNet on its plateau), the set against its start.
         "50-dm-mlp-lenet": ["--eval-only", "assets/mnist_50cpc_dm.pt", "--architectures", "mlp,lenet"],
         "herding-mlp-lenet": ["--baseline", "herding", "--clouds-per-class", "50", "--architectures", "mlp,lenet"],
+        # The same for DM's inner loop at fifty (`distribution/50-dm-inner`, ASSETS: `mnist_50cpc_dm_inner`).
+        "50-dm-inner-mlp-lenet": ["--eval-only", "assets/mnist_50cpc_dm_inner.pt", "--architectures", "mlp,lenet"],
     },
     # Adam's step on the coordinates (MODEL.dist_lr) at ten clouds per class, from herding's digits: Adam
     # moves every point about dist_lr pixels per step whatever its gradient's share of the signal, which is
@@ -321,7 +323,8 @@ ASSETS = {"mnist_1cpc_convnet": ("convnet", "meaninit", 300), "mnist_10cpc_convn
           "mnist_10cpc_dm": ("distribution", "10-dm", 400), "mnist_1cpc_dm": ("distribution", "1-dm", 400),
           "mnist_50cpc_dm": ("distribution", "50-dm", 300),
           "mnist_10cpc_dm_inner": ("distribution", "10-dm-inner", 100),
-          "mnist_1cpc_dm_inner": ("distribution", "1-dm-inner", 100)}
+          "mnist_1cpc_dm_inner": ("distribution", "1-dm-inner", 100),
+          "mnist_50cpc_dm_inner": ("distribution", "50-dm-inner", 30)}
 
 
 @dataclass(frozen=True)
@@ -402,6 +405,7 @@ PLAN: list[tuple[str, list[str] | None, Budget]] = [
     ("ten-arch", None, Budget(eval_models=2)),
     ("fifty-full", ["50-dm", "herding"], Budget(eval_models=2)),  # after 50-dm: its set is the asset mnist_50cpc_dm
     ("fifty-full", ["50-dm-mlp-lenet", "herding-mlp-lenet"], Budget()),
+    ("fifty-full", ["50-dm-inner-mlp-lenet"], Budget()),  # after distribution/50-dm-inner: its set is the asset
     ("fifty-arch", ["alexnet-herding-50", "alexnet-dm-50"], Budget(eval_models=2)),
     ("precision", None, Budget()),
     ("cross-arch", None, Budget()),
