@@ -401,7 +401,7 @@ PLAN: list[tuple[str, list[str] | None, Budget]] = [
     ("distribution", ["10-dm-inner-real"], Budget(100, 300, 2, "100")),
     ("distribution", ["10-dm-inner3x10"], Budget(100, 300, 2, "100")),
     ("distribution", ["10-dm-inner-aug"], Budget(100, 300, 2, "100")),
-    ("distribution", ["50-dm-inner"], Budget(30, 1000, 2, "30")),  # ~145 s per iteration beside another job
+    ("distribution", ["50-dm-inner"], Budget(30, 1000, 2, "30")),  # 136 s per iteration beside another job
     ("ten-arch", None, Budget(eval_models=2)),
     ("fifty-full", ["50-dm", "herding"], Budget(eval_models=2)),  # after 50-dm: its set is the asset mnist_50cpc_dm
     ("fifty-full", ["50-dm-mlp-lenet", "herding-mlp-lenet"], Budget()),
