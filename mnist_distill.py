@@ -155,7 +155,7 @@ def run(argv: Sequence[str] | None = None) -> int:
                 break
             start = time.perf_counter()
             try:
-                stats = distiller.step()
+                stats = distiller.step(iteration)
             except DivergedError as e:
                 status = "diverged"
                 LOG.error("iteration %d: %s; the last good checkpoint is kept in %s", iteration, e, run_dir)

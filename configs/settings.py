@@ -19,6 +19,7 @@ DEVICES = ("auto", "cpu", "cuda")
 DEPTHS = (2, 3, 4)
 INITS = ("noise", "real", "mean", "herding")
 OPTIMIZERS = ("sgd", "adam")
+LR_SCHEDULES = ("constant", "cosine")
 NETWORKS = ("seed", "convnet", "me-convnet")
 ABSENT_VOXELS = ("skip", "background")
 MATCHED_LAYERS = ("all", "head")
@@ -97,6 +98,7 @@ class Settings:
     dist_opt: str
     dist_optimizer: str
     dist_lr: float
+    dist_lr_schedule: str
     dist_momentum: float
     classifier_lr: float
     # [DISTILLATION]
@@ -181,6 +183,7 @@ SCHEMA: dict[str, dict[str, tuple[str, str]]] = {
         "dist_opt": ("dist_opt", _STR),
         "dist_optimizer": ("dist_optimizer", _STR),
         "dist_lr": ("dist_lr", _FLOAT),
+        "dist_lr_schedule": ("dist_lr_schedule", _STR),
         "dist_momentum": ("dist_momentum", _FLOAT),
         "classifier_lr": ("classifier_lr", _FLOAT),
     },
@@ -469,6 +472,7 @@ def _validate(s: Settings) -> None:
     check(s.dist_optimizer in OPTIMIZERS, "MODEL", "dist_optimizer", s.dist_optimizer, "/".join(OPTIMIZERS))
     check(s.batch_size >= 1, "MODEL", "batch_size", s.batch_size, ">= 1")
     check(s.dist_lr > 0, "MODEL", "dist_lr", s.dist_lr, "> 0")
+    check(s.dist_lr_schedule in LR_SCHEDULES, "MODEL", "dist_lr_schedule", s.dist_lr_schedule, "/".join(LR_SCHEDULES))
     check(0 <= s.dist_momentum < 1, "MODEL", "dist_momentum", s.dist_momentum, "0 <= m < 1")
     check(s.classifier_lr > 0, "MODEL", "classifier_lr", s.classifier_lr, "> 0")
     check(s.cad_per_class >= 1, "DISTILLATION", "cad_per_class", s.cad_per_class, ">= 1")

@@ -9,6 +9,7 @@ coordinates, which SGD with momentum moves. Points live on the grid [0, 27] on t
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
@@ -142,9 +143,19 @@ class Distiller:
         gw_syn = self.class_gradients(syn, c, create_graph=True)
         return match_loss(gw_syn, gw_real, self.settings.dist_opt)
 
-    def match_and_update(self) -> tuple[list[float], float]:
-        """One gradient match over all classes and one SGD step on the coordinates."""
+    def coordinate_lr(self, update: int) -> float:
+        """The coordinates' learning rate at their ``update``-th step (0-based) under MODEL.dist_lr_schedule."""
+        s = self.settings
+        if s.dist_lr_schedule == "constant":
+            return s.dist_lr
+        total = s.total_iterations * s.outer_loop
+        return s.dist_lr * 0.5 * (1 + math.cos(math.pi * min(update, total) / total))
+
+    def match_and_update(self, update: int = 0) -> tuple[list[float], float]:
+        """One gradient match over all classes and the coordinates' ``update``-th optimiser step."""
         s, k = self.settings, self.settings.cad_per_class
+        for group in self.optimizer.param_groups:
+            group["lr"] = self.coordinate_lr(update)
         self.optimizer.zero_grad(set_to_none=False)
         per_class = []
         for c in range(NUM_CLASSES):
@@ -210,15 +221,16 @@ class Distiller:
         a, t = random_planar_transforms(len(points), self.generator)
         return transform_points(points, a.to(self.device), t.to(self.device))
 
-    def step(self) -> StepStats:
-        """One outer iteration: [fresh network,] then outer_loop x (match and update [, train network])."""
+    def step(self, iteration: int = 0) -> StepStats:
+        """One outer iteration, the ``iteration``-th (0-based; the learning-rate schedule's clock): [fresh
+        network,] then outer_loop x (match and update [, train network])."""
         s = self.settings
         before = self.points.detach().clone()
         if s.reinit_net:
             self.reinit_network()
         losses, grads = [], []
         for ol in range(s.outer_loop):
-            per_class, grad_abs_mean = self.match_and_update()
+            per_class, grad_abs_mean = self.match_and_update(iteration * s.outer_loop + ol)
             losses.append(per_class)
             grads.append(grad_abs_mean)
             if ol < s.outer_loop - 1 and s.inner_loop:

@@ -239,6 +239,12 @@ GRIDS: dict[str, dict[str, list[str]]] = {
         # The inner loop's steps on augmented synthetic images (DSA's inner loop: each image its own draw of the
         # match's shift / scale / rotate), so matches see networks trained as the evaluated ones are.
         "10-dm-inner-aug": herding_10(*DM_INNER, "--set", "DISTILLATION.inner_augment=true"),
+        # The same 3 x 25 loop in the dense ConvNet on the PyTorch path (the evaluation's own network on the whole
+        # 32 x 32 grid) instead of its MinkowskiEngine twin, whose halo-1 voxels approximate it; full protocol.
+        "10-dm-inner-dense": herding_10(*DM_INNER, "--pytorch"),
+        # The same loop with the coordinates' step annealed to 0 by a half cosine (MODEL.dist_lr_schedule): the last
+        # updates, each on one fresh network's noisy estimate, leave the set less jittered; full protocol.
+        "10-dm-inner-cosine": herding_10(*DM_INNER, "--set", "MODEL.dist_lr_schedule=cosine"),
         # One cloud per class with the same inner loop (compare `1-dm`).
         "1-dm-inner": [*DM_INNER, "--architectures", "convnet,mlp,lenet,alexnet"],
         # Its set (ASSETS: `mnist_10cpc_dm_inner`) by the full protocol, as two runs to use both cores.
@@ -402,6 +408,7 @@ PLAN: list[tuple[str, list[str] | None, Budget]] = [
     ("distribution", ["10-dm-inner3x10"], Budget(100, 300, 2, "100")),
     ("distribution", ["10-dm-inner-aug"], Budget(100, 300, 2, "100")),
     ("distribution", ["50-dm-inner"], Budget(30, 1000, 2, "30")),  # 136 s per iteration beside another job
+    ("distribution", ["10-dm-inner-dense", "10-dm-inner-cosine"], Budget(100, eval_iterations="100")),
     ("ten-arch", None, Budget(eval_models=2)),
     ("fifty-full", ["50-dm", "herding"], Budget(eval_models=2)),  # after 50-dm: its set is the asset mnist_50cpc_dm
     ("fifty-full", ["50-dm-mlp-lenet", "herding-mlp-lenet"], Budget()),

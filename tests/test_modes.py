@@ -4,6 +4,7 @@ and the fast loop against a literal per-class reference."""
 import copy
 import io
 import json
+import math
 import os
 
 import pytest
@@ -99,6 +100,24 @@ def test_fresh_network_each_iteration_is_reproducible(mnist):
     assert not torch.equal(a.net.classifier.weight, w0)  # a new network was drawn
     b.step()
     assert torch.equal(a.points, b.points)
+
+
+def test_cosine_schedule_anneals_the_coordinate_step_to_zero(mnist):
+    flags = ("--set", "MODEL.dist_optimizer=adam", "--set", "MODEL.dist_lr=0.1", "--iterations", "4",
+             "--set", "DISTILLATION.outer_loop=2")
+    cosine = small_distiller(mnist, *flags, "--set", "MODEL.dist_lr_schedule=cosine")
+    constant = small_distiller(mnist, *flags)
+    assert [cosine.coordinate_lr(u) for u in (0, 4, 8)] == pytest.approx([0.1, 0.05, 0.0])
+    assert constant.coordinate_lr(7) == 0.1
+    moved = []
+    for d in (cosine, constant):
+        before = d.points.detach().clone()
+        d.step(3)  # the run's last iteration: updates 6 and 7
+        moved.append(float((d.points.detach() - before).abs().max()))
+    # Adam moves a coordinate by about its learning rate per step: 0.015 + 0.004 here against 0.1 + 0.1.
+    last_two = cosine.coordinate_lr(6) + cosine.coordinate_lr(7)
+    assert last_two == pytest.approx(0.1 * (1 + (math.cos(0.75 * math.pi) + math.cos(0.875 * math.pi)) / 2))
+    assert moved[0] <= 1.1 * last_two < 0.1 <= moved[1]
 
 
 def test_inner_loop_trains_the_network_between_matches(mnist):
