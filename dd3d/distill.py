@@ -49,6 +49,7 @@ class StepStats:
     per_class: list[float]
     grad_abs_mean: float  # mean |d loss / d coordinate|
     displacement: float  # mean distance a point moved in this step
+    lr: float  # the coordinates' learning rate at this step's first update (MODEL.dist_lr_schedule)
 
 
 def build_network(settings: Settings, device: torch.device, member: PoolMember | None = None
@@ -237,7 +238,8 @@ class Distiller:
                 self.train_network(s.inner_loop)
         per_class = [sum(v) / len(v) for v in zip(*losses, strict=True)]
         displacement = float((self.points.detach() - before).norm(dim=-1).mean())
-        return StepStats(sum(per_class), per_class, sum(grads) / len(grads), displacement)
+        return StepStats(sum(per_class), per_class, sum(grads) / len(grads), displacement,
+                         self.coordinate_lr(iteration * s.outer_loop))
 
     def state_dict(self) -> dict[str, Any]:
         """Everything needed to continue exactly: points, optimiser, network and the batch sampler's RNG."""

@@ -362,6 +362,7 @@ class RunRecord:
                             iteration)
         self.logger.scalar("Distillation/point_grad_abs_mean", stats.grad_abs_mean, iteration)
         self.logger.scalar("Distillation/point_displacement", stats.displacement, iteration)
+        self.logger.scalar("Distillation/point_lr", stats.lr, iteration)
 
     def save(self, iteration: int, state: dict[str, Any]) -> None:
         """PLY exports, the clouds in TensorBoard, and an atomic checkpoint to continue from."""

@@ -45,6 +45,8 @@ def check_run_folder(run, mode: str, log: bool) -> dict:
             tags["scalars"])
         assert "Evaluation/digits" in tags["images"]
         assert len(acc.Scalars("Distillation/matched_loss")) == 3
+        lr = results["settings"]["dist_lr"]  # constant schedule: every iteration at dist_lr
+        assert [e.value for e in acc.Scalars("Distillation/point_lr")] == pytest.approx([lr] * 3)
         assert "iteration 3: test accuracy" in (run / "log.txt").read_text()
     return results
 
