@@ -300,6 +300,9 @@ GRIDS: dict[str, dict[str, list[str]]] = {
     } | {
         # Plain DM's ten-per-class set on AlexNet, where the DM-inner set fell below its start.
         "alexnet-dm-10": ["--eval-only", "assets/mnist_10cpc_dm.pt", "--architectures", "alexnet", *FAST_EVALUATION],
+        # DM-inner with the cosine step (`distribution/10-dm-inner-cosine`), level with herding on the MLP, on AlexNet.
+        "alexnet-dm-inner-cosine-10": ["--eval-only", "assets/mnist_10cpc_dm_inner_cosine.pt", "--architectures",
+                                       "alexnet", *FAST_EVALUATION],
     },
     # Fifty clouds per class on the larger architectures: the fifty-per-class asset (`distribution/50-dm`) and its
     # start, herding's fifty digits, as `ten-arch` (bf16 + compile, 2 models each: PLAN).
@@ -330,7 +333,8 @@ ASSETS = {"mnist_1cpc_convnet": ("convnet", "meaninit", 300), "mnist_10cpc_convn
           "mnist_50cpc_dm": ("distribution", "50-dm", 300),
           "mnist_10cpc_dm_inner": ("distribution", "10-dm-inner", 100),
           "mnist_1cpc_dm_inner": ("distribution", "1-dm-inner", 100),
-          "mnist_50cpc_dm_inner": ("distribution", "50-dm-inner", 30)}
+          "mnist_50cpc_dm_inner": ("distribution", "50-dm-inner", 30),
+          "mnist_10cpc_dm_inner_cosine": ("distribution", "10-dm-inner-cosine", 100)}
 
 
 @dataclass(frozen=True)
@@ -409,7 +413,8 @@ PLAN: list[tuple[str, list[str] | None, Budget]] = [
     ("distribution", ["10-dm-inner-aug"], Budget(100, 300, 2, "100")),
     ("distribution", ["50-dm-inner"], Budget(30, 1000, 2, "30")),  # 136 s per iteration beside another job
     ("distribution", ["10-dm-inner-dense", "10-dm-inner-cosine"], Budget(100, eval_iterations="100")),
-    ("ten-arch", None, Budget(eval_models=2)),
+    ("ten-arch", [n for n in GRIDS["ten-arch"] if n != "alexnet-dm-inner-cosine-10"], Budget(eval_models=2)),
+    ("ten-arch", ["alexnet-dm-inner-cosine-10"], Budget(eval_models=2)),  # after distribution/10-dm-inner-cosine
     ("fifty-full", ["50-dm", "herding"], Budget(eval_models=2)),  # after 50-dm: its set is the asset mnist_50cpc_dm
     ("fifty-full", ["50-dm-mlp-lenet", "herding-mlp-lenet"], Budget()),
     ("fifty-full", ["50-dm-inner-mlp-lenet"], Budget()),  # after distribution/50-dm-inner: its set is the asset
