@@ -226,12 +226,13 @@ class Distiller:
         """One outer iteration, the ``iteration``-th (0-based; the learning-rate schedule's clock): [fresh
         network,] then outer_loop x (match and update [, train network])."""
         s = self.settings
+        first_update = iteration * s.outer_loop
         before = self.points.detach().clone()
         if s.reinit_net:
             self.reinit_network()
         losses, grads = [], []
         for ol in range(s.outer_loop):
-            per_class, grad_abs_mean = self.match_and_update(iteration * s.outer_loop + ol)
+            per_class, grad_abs_mean = self.match_and_update(first_update + ol)
             losses.append(per_class)
             grads.append(grad_abs_mean)
             if ol < s.outer_loop - 1 and s.inner_loop:
@@ -239,7 +240,7 @@ class Distiller:
         per_class = [sum(v) / len(v) for v in zip(*losses, strict=True)]
         displacement = float((self.points.detach() - before).norm(dim=-1).mean())
         return StepStats(sum(per_class), per_class, sum(grads) / len(grads), displacement,
-                         self.coordinate_lr(iteration * s.outer_loop))
+                         self.coordinate_lr(first_update))
 
     def state_dict(self) -> dict[str, Any]:
         """Everything needed to continue exactly: points, optimiser, network and the batch sampler's RNG."""
