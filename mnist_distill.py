@@ -24,6 +24,7 @@ from dd3d.outputs import (
     OutputError,
     RunRecord,
     check_creatable_dir,
+    check_set_fits,
     create_run_dir,
     load_checkpoint,
     make_logger,
@@ -42,6 +43,15 @@ def baseline_set(name: str, real: RealClouds, settings: Settings) -> torch.Tenso
     points = real.digits(name, settings.cad_per_class, torch.Generator().manual_seed(settings.seed))
     # At their cell centres the splat projection draws the pixels exactly (the binary projection is the same).
     return points + torch.tensor(CELL_CENTRE) if settings.eval_projection == "splat" else points
+
+
+def start_set(settings: Settings) -> torch.Tensor | None:
+    """The saved set a distillation starts from (DISTILLATION.init = its path), checked to fit the settings."""
+    if settings.init_set is None:
+        return None
+    state = load_checkpoint(settings.init_set, for_resume=False)
+    check_set_fits(state, settings.init_set, settings.cad_per_class, settings.num_points)
+    return state["points"]
 
 
 def one_line(error: Exception) -> str:
@@ -82,8 +92,9 @@ def run(argv: Sequence[str] | None = None) -> int:
         seed_everything(settings.seed)
         distilling = not (invocation.eval_only or invocation.baseline)
         real = RealClouds(data.train_images, data.train_labels, settings.threshold, settings.num_points)
+        start = start_set(settings) if distilling and not invocation.resume else None
         distiller = Distiller(*build_network(settings, device), real, settings, device,
-                              torch.Generator().manual_seed(settings.seed)) if distilling else None
+                              torch.Generator().manual_seed(settings.seed), start) if distilling else None
         if invocation.resume:
             restore_checkpoint(distiller, saved, invocation.resume, settings.total_iterations)
         run_dir = create_run_dir(settings.logging_parent, settings.experiment_name)

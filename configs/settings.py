@@ -145,6 +145,15 @@ class Settings:
         return _parse_architecture_lr(self.eval_architecture_lr).get(architecture, self.classifier_lr)
 
     @property
+    def init_set(self) -> Path | None:
+        """DISTILLATION.init as a saved set to start from (relative paths: to the repository root); None when it
+        names one of INITS."""
+        if self.init in INITS:
+            return None
+        path = Path(self.init).expanduser()
+        return path if path.is_absolute() else REPO_ROOT / path
+
+    @property
     def mode(self) -> str:
         if self.network in ("convnet", "me-convnet"):
             return self.network
@@ -483,7 +492,8 @@ def _validate(s: Settings) -> None:
     check(s.inner_loop >= 0, "DISTILLATION", "inner_loop", s.inner_loop, ">= 0")
     check(s.inner_data in INNER_DATA, "DISTILLATION", "inner_data", s.inner_data, "/".join(INNER_DATA))
     check(s.net_lr > 0, "DISTILLATION", "net_lr", s.net_lr, "> 0")
-    check(s.init in INITS, "DISTILLATION", "init", s.init, "/".join(INITS))
+    check(s.init in INITS or (s.init.strip() != "" and s.init_set.exists()), "DISTILLATION", "init", s.init,
+          f"{'/'.join(INITS)} or an existing saved set: a .pt or a run folder")
     check(s.matched_layers in MATCHED_LAYERS, "DISTILLATION", "matched_layers", s.matched_layers,
           "/".join(MATCHED_LAYERS))
     check(0 <= s.threshold <= 255, "MNIST", "threshold", s.threshold, "0-255")

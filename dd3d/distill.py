@@ -98,7 +98,8 @@ class Distiller:
     """Synthetic point sets [10 * K, N, 3] and the optimiser that moves them."""
 
     def __init__(self, net: nn.Module, to_input: Callable[[torch.Tensor], Any], real: RealClouds,
-                 settings: Settings, device: torch.device, generator: torch.Generator) -> None:
+                 settings: Settings, device: torch.device, generator: torch.Generator,
+                 start: torch.Tensor | None = None) -> None:
         self.to_input, self.real = to_input, real
         self.pool = parse_network_pool(settings.network_pool)
         self.member: PoolMember | None = None  # the pool's network now matched in (None: no pool)
@@ -108,7 +109,9 @@ class Distiller:
         # treats real pixels as their cell centres (the binary projection is unchanged either way).
         self.bounds = (SPLAT_LOW, SPLAT_HIGH) if settings.splat else (0.0, IMAGE_SIZE - 1.0)
         self.real_offset = torch.tensor(CELL_CENTRE if settings.splat else (0.0, 0.0, 0.0), device=device)
-        if settings.init == "noise":
+        if start is not None:  # a saved set (DISTILLATION.init = its path), fine-tuned
+            points = start.detach().clone().float().to(device)
+        elif settings.init == "noise":
             points = init_uniform(NUM_CLASSES * k, settings.num_points, generator).to(device)
         else:
             points = real.digits(INIT_DIGITS[settings.init], k, generator).to(device) + self.real_offset

@@ -183,18 +183,24 @@ def load_checkpoint(path: Path, for_resume: bool = True) -> dict[str, Any]:
     return state
 
 
+def check_set_fits(state: dict[str, Any], path: Path, cad_per_class: int, num_points: int) -> None:
+    """A loaded set (``load_checkpoint``) has the shape and class-major labels a run of these settings makes, or
+    one CheckpointError line says how it differs."""
+    want = (_NUM_CLASSES * cad_per_class, num_points, 3)
+    if tuple(state["points"].shape) != want:
+        raise CheckpointError(f"{path}: points {list(state['points'].shape)} do not fit the run's settings, which make "
+                              f"{list(want)} (10 x cad_per_class clouds of num_points)")
+    if not torch.equal(state["labels"], torch.arange(_NUM_CLASSES).repeat_interleave(cad_per_class)):
+        raise CheckpointError(f"{path}: labels are not in the class-major order a run writes ({want[0]} clouds)")
+
+
 def restore_checkpoint(distiller: Any, state: dict[str, Any], path: Path, total_iterations: int) -> None:
     """Load a --resume checkpoint into ``distiller`` (dd3d.distill.Distiller), before any run folder exists.
 
     A state that does not fit the settings (shape, label layout, optimiser, network, sampler) or that is past
     ``total_iterations`` is one CheckpointError line instead of a traceback halfway into the run.
     """
-    want = tuple(distiller.points.shape)
-    if tuple(state["points"].shape) != want:
-        raise CheckpointError(f"{path}: points {list(state['points'].shape)} do not fit its settings, which make "
-                              f"{list(want)} (10 x cad_per_class clouds of num_points)")
-    if not torch.equal(state["labels"], distiller.labels.cpu()):
-        raise CheckpointError(f"{path}: labels are not in the class-major order a run writes ({want[0]} clouds)")
+    check_set_fits(state, path, distiller.settings.cad_per_class, distiller.settings.num_points)
     if state["iteration"] > total_iterations:
         raise CheckpointError(f"{path} is at iteration {state['iteration']}, past DISTILLATION.total_iterations = "
                               f"{total_iterations}: ask for at least that many (--iterations)")

@@ -245,6 +245,12 @@ GRIDS: dict[str, dict[str, list[str]]] = {
         # The same loop with the coordinates' step annealed to 0 by a half cosine (MODEL.dist_lr_schedule): the last
         # updates, each on one fresh network's noisy estimate, leave the set less jittered; full protocol.
         "10-dm-inner-cosine": herding_10(*DM_INNER, "--set", "MODEL.dist_lr_schedule=cosine"),
+        # The constant-step set (ASSETS: `mnist_10cpc_dm_inner`, 100 iterations) continued from its points for 40
+        # iterations of the same loop with the step annealed from 0.05 to 0 (a fresh Adam): the cosine run from
+        # herding moved the points less and lost half a point on the ConvNet; this anneals only after convergence.
+        "10-dm-inner-anneal": [*DM_INNER, "--set", "DISTILLATION.init=assets/mnist_10cpc_dm_inner.pt",
+                               "--clouds-per-class", "10", "--set", "MODEL.dist_lr_schedule=cosine",
+                               "--architectures", "convnet,mlp,lenet"],
         # One cloud per class with the same inner loop (compare `1-dm`).
         "1-dm-inner": [*DM_INNER, "--architectures", "convnet,mlp,lenet,alexnet"],
         # Its set (ASSETS: `mnist_10cpc_dm_inner`) by the full protocol, as two runs to use both cores.
@@ -296,13 +302,13 @@ GRIDS: dict[str, dict[str, list[str]]] = {
         f"{arch}-{name}": [*flags, "--architectures", arch, *FAST_EVALUATION]
         for arch in ("alexnet", "vgg11", "resnet18")
         for name, flags in (("herding-10", ["--baseline", "herding", "--clouds-per-class", "10"]),
-                            ("dm-inner-10", ["--eval-only", "assets/mnist_10cpc_dm_inner.pt"]))
+                            ("dm-inner-10", ["--eval-only", "assets/mnist_10cpc_dm_inner.pt"]),
+                            # DM-inner with the cosine step (`distribution/10-dm-inner-cosine`), level with herding
+                            # on the MLP.
+                            ("dm-inner-cosine-10", ["--eval-only", "assets/mnist_10cpc_dm_inner_cosine.pt"]))
     } | {
         # Plain DM's ten-per-class set on AlexNet, where the DM-inner set fell below its start.
         "alexnet-dm-10": ["--eval-only", "assets/mnist_10cpc_dm.pt", "--architectures", "alexnet", *FAST_EVALUATION],
-        # DM-inner with the cosine step (`distribution/10-dm-inner-cosine`), level with herding on the MLP, on AlexNet.
-        "alexnet-dm-inner-cosine-10": ["--eval-only", "assets/mnist_10cpc_dm_inner_cosine.pt", "--architectures",
-                                       "alexnet", *FAST_EVALUATION],
     },
     # Fifty clouds per class on the larger architectures: the fifty-per-class asset (`distribution/50-dm`) and its
     # start, herding's fifty digits, as `ten-arch` (bf16 + compile, 2 models each: PLAN).
@@ -413,8 +419,10 @@ PLAN: list[tuple[str, list[str] | None, Budget]] = [
     ("distribution", ["10-dm-inner-aug"], Budget(100, 300, 2, "100")),
     ("distribution", ["50-dm-inner"], Budget(30, 1000, 2, "30")),  # 136 s per iteration beside another job
     ("distribution", ["10-dm-inner-dense", "10-dm-inner-cosine"], Budget(100, eval_iterations="100")),
-    ("ten-arch", [n for n in GRIDS["ten-arch"] if n != "alexnet-dm-inner-cosine-10"], Budget(eval_models=2)),
-    ("ten-arch", ["alexnet-dm-inner-cosine-10"], Budget(eval_models=2)),  # after distribution/10-dm-inner-cosine
+    ("distribution", ["10-dm-inner-anneal"], Budget(40, eval_iterations="40")),
+    ("ten-arch", [n for n in GRIDS["ten-arch"] if not n.endswith("-dm-inner-cosine-10")], Budget(eval_models=2)),
+    # After distribution/10-dm-inner-cosine: its set is the asset.
+    ("ten-arch", [n for n in GRIDS["ten-arch"] if n.endswith("-dm-inner-cosine-10")], Budget(eval_models=2)),
     ("fifty-full", ["50-dm", "herding"], Budget(eval_models=2)),  # after 50-dm: its set is the asset mnist_50cpc_dm
     ("fifty-full", ["50-dm-mlp-lenet", "herding-mlp-lenet"], Budget()),
     ("fifty-full", ["50-dm-inner-mlp-lenet"], Budget()),  # after distribution/50-dm-inner: its set is the asset

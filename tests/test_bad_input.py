@@ -160,6 +160,32 @@ def test_points_and_labels_are_all_evaluation_needs_and_outside_points_are_clamp
     assert torch.equal(saved["points"][2, 5:], p[2, 5:]) and (saved["points"][2, :5] == 27.5).all()
 
 
+def test_a_saved_set_as_init_is_where_the_run_starts(tmp_path, capsys, fast_mnist, good):
+    path = tmp_path / "start.pt"
+    torch.save({"points": good["points"], "labels": good["labels"]}, path)  # an asset holds no optimiser
+    code, lines = call([*FAST, "--iterations", "1", "--set", f"DISTILLATION.init={path}"], tmp_path / "runs", capsys)
+    assert code == 0, lines
+    saved = torch.load(only_run_dir(tmp_path / "runs") / "synthetic.pt", weights_only=True)
+    assert saved["settings"]["init"] == str(path) and saved["iteration"] == 1
+    # One Adam step of lr 0.05 from the saved points (a fresh optimiser: its first step is lr wherever the
+    # gradient is not zero), not from the herding digits the default would start from.
+    moved = (saved["points"] - good["points"]).abs()
+    assert 0.04 < moved.max() <= 0.05 + 1e-6
+
+
+@pytest.mark.parametrize("change, fragment", [
+    (lambda good: {"points": good["points"][:, :50], "labels": good["labels"]},
+     "points [10, 50, 3] do not fit the run's settings, which make [10, 100, 3]"),
+    (lambda good: {"points": good["points"], "labels": good["labels"].flip(0)},
+     "labels are not in the class-major order a run writes"),
+    (lambda good: {"points": good["points"]}, "is not a dd3d checkpoint (missing labels)"),
+])
+def test_a_saved_set_as_init_that_does_not_fit_is_one_line(tmp_path, capsys, fast_mnist, good, change, fragment):
+    path = tmp_path / "start.pt"
+    torch.save(change(good), path)
+    assert fragment in refused([*FAST, "--set", f"DISTILLATION.init={path}"], tmp_path / "runs", capsys)
+
+
 def resume_cases() -> dict:
     def edit(**changes):
         return lambda good: {**good, **changes}
@@ -170,7 +196,7 @@ def resume_cases() -> dict:
             "not a dd3d checkpoint (missing optimizer, iteration, settings, network, generator)"),
         "points that disagree with its settings": (
             lambda good: {**good, "points": good["points"][:, :50]},
-            "points [10, 50, 3] do not fit its settings, which make [10, 100, 3]"),
+            "points [10, 50, 3] do not fit the run's settings, which make [10, 100, 3]"),
         "labels out of order": (lambda good: {**good, "labels": good["labels"].flip(0)},
                                 "labels are not in the class-major order a run writes"),
         "an empty network": (edit(network={}), "cannot resume from it: RuntimeError: Error(s) in loading state_dict"),

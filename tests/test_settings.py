@@ -21,6 +21,13 @@ def test_defaults_are_dc_convnet_matching_on_the_minkowski_path():
     assert load_settings(["--network", "seed"]).net_depth == 2
 
 
+def test_init_names_a_start_or_a_saved_set_relative_to_the_repository(tmp_path):
+    assert load_settings([]).init_set is None
+    s = load_settings(["--set", "DISTILLATION.init=assets/mnist_1cpc_dm_inner.pt"])
+    assert s.init == "assets/mnist_1cpc_dm_inner.pt" and s.init_set == REPO_ROOT / "assets" / "mnist_1cpc_dm_inner.pt"
+    assert load_settings(["--set", f"DISTILLATION.init={tmp_path}"]).init_set == tmp_path
+
+
 def test_flags_and_set_override_the_ini():
     s = load_settings(["--pytorch", "--iterations", "20", "--distance", "ours", "--exp", "x",
                        "--set", "MNIST.threshold=10", "--set", "EVALUATION.augment=false", "--no-log"])
@@ -55,7 +62,10 @@ def test_user_config_only_needs_changed_keys(tmp_path: Path):
     (["--set", "EVALUATION.augment=maybe"], "EVALUATION.augment = 'maybe' is not a valid bool"),
     (["--set", "novalue"], "--set expects SECTION.key=value"),
     (["--set", "MODEL.dist_optimizer=lbfgs"], "MODEL.dist_optimizer = 'lbfgs' is out of range (sgd/adam)"),
-    (["--set", "DISTILLATION.init=zeros"], "DISTILLATION.init = 'zeros' is out of range (noise/real/mean/herding)"),
+    (["--set", "DISTILLATION.init=zeros"],
+     "DISTILLATION.init = 'zeros' is out of range (noise/real/mean/herding or an existing saved set: a .pt or a run "
+     "folder)"),
+    (["--set", "DISTILLATION.init= "], "DISTILLATION.init = '' is out of range"),
     (["--set", "DISTILLATION.outer_loop=0"], "DISTILLATION.outer_loop = 0 is out of range"),
     (["--set", "MODEL.network=resnet"], "MODEL.network = 'resnet' is out of range (seed/convnet/me-convnet)"),
     (["--set", "DISTILLATION.matched_layers=conv"], "DISTILLATION.matched_layers = 'conv' is out of range (all/head)"),
