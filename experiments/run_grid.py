@@ -310,6 +310,9 @@ GRIDS: dict[str, dict[str, list[str]]] = {
                             # ConvNet, is not run here).
                             ("random-real-10", ["--baseline", "random-real", "--clouds-per-class", "10"]))
     } | {
+        # The weakest baseline of that size on AlexNet, so every ten-per-class baseline is measured there.
+        "alexnet-class-mean-10": ["--baseline", "class-mean", "--clouds-per-class", "10", "--architectures", "alexnet",
+                                  *FAST_EVALUATION],
         # Plain DM's ten-per-class set on AlexNet, where the DM-inner set fell below its start.
         "alexnet-dm-10": ["--eval-only", "assets/mnist_10cpc_dm.pt", "--architectures", "alexnet", *FAST_EVALUATION],
     },
