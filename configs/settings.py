@@ -76,6 +76,12 @@ def parse_network_pool(value: str) -> tuple[PoolMember, ...]:
     return tuple(members)
 
 
+def repo_path(text: str) -> Path:
+    """A path setting: ``~`` expanded, relative paths taken from the repository root (not the working directory)."""
+    path = Path(text).expanduser()
+    return path if path.is_absolute() else REPO_ROOT / path
+
+
 class SettingsError(ValueError):
     """Bad configuration: the message is one line naming the section, key and value."""
 
@@ -148,10 +154,7 @@ class Settings:
     def init_set(self) -> Path | None:
         """DISTILLATION.init as a saved set to start from (relative paths: to the repository root); None when it
         names one of INITS."""
-        if self.init in INITS:
-            return None
-        path = Path(self.init).expanduser()
-        return path if path.is_absolute() else REPO_ROOT / path
+        return None if self.init in INITS else repo_path(self.init)
 
     @property
     def mode(self) -> str:
@@ -396,8 +399,7 @@ def _convert(section: str, key: str, value: str, kind: str) -> Any:
         if kind == _OPTIONAL_PATH and not value.strip():
             return None
         if kind in (_PATH, _OPTIONAL_PATH):
-            path = Path(value.strip() if kind == _OPTIONAL_PATH else value).expanduser()
-            return path if path.is_absolute() else REPO_ROOT / path
+            return repo_path(value.strip() if kind == _OPTIONAL_PATH else value)
         return value.strip()
     except (ValueError, RuntimeError):  # RuntimeError: expanduser() of ~ for an unknown user
         raise SettingsError(f"{section}.{key} = {shown} is not a valid {'finite float' if kind == _FLOAT else kind}") \
