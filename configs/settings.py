@@ -27,6 +27,8 @@ BASELINES = ("random-real", "class-mean", "herding")
 # Evaluation architectures (models/MNIST.py ARCHITECTURES; a test keeps the two lists equal). The first listed
 # is the headline figure; "all" lists every one, ConvNet first.
 ARCHITECTURES = ("convnet", "mlp", "lenet", "alexnet", "vgg11", "resnet18")
+# Transforms the match may draw (dd3d/pointsets.py MATCH_KINDS; a test keeps the two lists equal).
+MATCH_KINDS = ("shift", "scale", "rotate", "cutout")
 BATCHED = ("auto", "true", "false")
 PROJECTIONS = ("binary", "splat")
 PRECISIONS = ("fp32", "bf16")
@@ -117,6 +119,7 @@ class Settings:
     matched_layers: str
     splat: bool
     augment_match: bool
+    augment_kinds: str
     objective: str
     network_pool: str
     reinit_net: bool
@@ -209,6 +212,7 @@ SCHEMA: dict[str, dict[str, tuple[str, str]]] = {
         "matched_layers": ("matched_layers", _STR),
         "splat": ("splat", _BOOL),
         "augment_match": ("augment_match", _BOOL),
+        "augment_kinds": ("augment_kinds", _RAW),
         "objective": ("objective", _STR),
         "network_pool": ("network_pool", _STR),
         "reinit_net": ("reinit_net", _BOOL),
@@ -429,6 +433,19 @@ def _resolve_architectures(value: str) -> tuple[str, ...]:
     return tuple(dict.fromkeys(names))  # duplicates dropped, order kept
 
 
+def _resolve_augment_kinds(value: str) -> str:
+    """``DISTILLATION.augment_kinds`` in one spelling (so that a resume compares kinds, not how they were typed)."""
+    names = [v.strip().lower() for v in value.split(",") if v.strip()]
+    if not names:
+        raise SettingsError(f"DISTILLATION.augment_kinds = {value!r} is empty (list one or more of "
+                            f"{'/'.join(MATCH_KINDS)})")
+    for name in names:
+        if name not in MATCH_KINDS:
+            raise SettingsError(f"DISTILLATION.augment_kinds = {value!r} names an unknown transform {name!r} "
+                                f"({'/'.join(MATCH_KINDS)})")
+    return ",".join(dict.fromkeys(names))
+
+
 def _parse_architecture_lr(value: str) -> dict[str, float]:
     """``name:lr, ...`` (empty: none) -> {name: lr}; SettingsError names the bad entry."""
     out: dict[str, float] = {}
@@ -476,6 +493,9 @@ def _validate(s: Settings) -> None:
           "me-convnet is the MinkowskiEngine ConvNet: not with --pytorch; convnet is its dense twin")
     check(s.network == "seed" or s.splat, "DISTILLATION", "splat", s.splat,
           f"network {s.network} reads splatted occupancy: needs DISTILLATION.splat=true")
+    check(not s.augment_match or "cutout" not in s.augment_kinds.split(",") or s.splat, "DISTILLATION",
+          "augment_kinds", s.augment_kinds, "cutout drops points from the splatted occupancy: needs "
+          "DISTILLATION.splat=true")
     check(s.absent_voxels in ABSENT_VOXELS, "MODEL", "absent_voxels", s.absent_voxels, "/".join(ABSENT_VOXELS))
     check(s.halo >= 0, "MODEL", "halo", s.halo, ">= 0 cells (32 or more: the full 32 x 32 domain)")
     check(s.distillation_checkpoint_dir is None or not s.distillation_checkpoint_dir.is_file(), "DISTILLATION",
@@ -572,6 +592,7 @@ def parse_command_line(argv: Sequence[str] | None = None,
         raise SettingsError(f"DISTILLATION.total_iterations = {values['total_iterations']} is out of range (>= 1)")
     values["eval_iterations"] = _resolve_eval_iterations(values["eval_iterations"], values["total_iterations"])
     values["eval_architectures"] = _resolve_architectures(values["eval_architectures"])
+    values["augment_kinds"] = _resolve_augment_kinds(values["augment_kinds"])
     # One spelling per pool, so that a resume compares pools, not how they were typed.
     values["network_pool"] = ",".join(map(str, parse_network_pool(values["network_pool"])))
     settings = Settings(**values)
@@ -599,7 +620,8 @@ RESUMABLE_CHANGES = frozenset({
 KEYS_ADDED_LATER = {"network": "seed", "matched_layers": "all", "halo": 1, "augment_match": False,
                     "absent_voxels": "skip", "eval_projection": "binary", "network_pool": "", "eval_normalize": False,
                     "objective": "gradient", "eval_precision": "fp32",
-                    "eval_compile": False, "inner_data": "synthetic", "inner_augment": False}
+                    "eval_compile": False, "inner_data": "synthetic", "inner_augment": False,
+                    "augment_kinds": "shift,scale,rotate"}
 
 
 def check_resumable(saved: dict[str, Any], settings: Settings) -> None:

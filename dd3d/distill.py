@@ -28,7 +28,7 @@ from dd3d.pointsets import (
     RealClouds,
     constrain_,
     init_uniform,
-    random_planar_transform,
+    random_match_augment,
     random_planar_transforms,
     transform_points,
 )
@@ -166,8 +166,8 @@ class Distiller:
             real = self.real.sample(c, s.batch_size, self.generator).to(self.device) + self.real_offset
             syn = self.points[c * k:(c + 1) * k]
             if s.augment_match:  # one draw per class, applied to both sides (DSA)
-                a, t = random_planar_transform(self.generator)
-                real, syn = transform_points(real, a, t), transform_points(syn, a, t)
+                augment = random_match_augment(self.generator, s.augment_kinds.split(","))
+                real, syn = augment(real), augment(syn)
             distance = self.class_distance(real, syn, c)
             # Backward per class: the same summed gradient, with one class's graph alive at a time.
             distance.backward()

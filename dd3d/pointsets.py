@@ -7,6 +7,8 @@ point belongs to voxel floor(point).
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Sequence
+from functools import partial
 
 import torch
 
@@ -228,25 +230,59 @@ def project_points(points: torch.Tensor, projection: str) -> torch.Tensor:
 MATCH_SHIFT_PX, MATCH_SCALE, MATCH_ROTATE_DEG = 4.0, 1.2, 15.0
 
 
-def random_planar_transform(generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
-    """One of shift / scale / rotate drawn at random (DSA's single-transform mode, without colour or cutout,
-    which binary points do not have, and without flips, which digits must not get).
+MATCH_KINDS = ("shift", "scale", "rotate", "cutout")
+# DSA's cutout: a square of half the image's side, centred anywhere in the image (it may hang over the border).
+CUTOUT_PX = IMAGE_SIZE / 2
+# Where a cut-out point goes: far enough off the grid that none of its splat corners lands in it.
+OFF_GRID = -4.0 * IMAGE_SIZE
 
-    Returns (A [2, 2], t [2]) acting on (row, col) about the image centre: p' = A (p - c) + c + t. Shift up to
-    4 px per axis, scale in [1/1.2, 1.2] per axis, rotation up to 15 degrees: DSA's MNIST ranges.
-    """
-    kind = int(torch.randint(0, 3, (1,), generator=generator))
-    u = torch.rand(2, generator=generator)
+
+def planar_affine(kind: str, u: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(A [2, 2], t [2]) of a shift / scale / rotate from two uniform draws ``u`` [2] in [0, 1): shift up to 4 px per
+    axis, scale in [1/1.2, 1.2] per axis, rotation up to 15 degrees (DSA's MNIST ranges)."""
     a, t = torch.eye(2), torch.zeros(2)
-    if kind == 0:
+    if kind == "shift":
         t = (u * 2 - 1) * MATCH_SHIFT_PX
-    elif kind == 1:
+    elif kind == "scale":
         a = torch.diag(u * (MATCH_SCALE - 1 / MATCH_SCALE) + 1 / MATCH_SCALE)
     else:
         angle = (u[0] * 2 - 1) * math.radians(MATCH_ROTATE_DEG)
         cos, sin = math.cos(angle), math.sin(angle)
         a = torch.tensor([[cos, -sin], [sin, cos]])
     return a, t
+
+
+def random_planar_transform(generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """One of shift / scale / rotate drawn at random (DSA's single-transform mode, without colour, which binary
+    points do not have, and without flips, which digits must not get).
+
+    Returns (A [2, 2], t [2]) acting on (row, col) about the image centre: p' = A (p - c) + c + t (``planar_affine``).
+    """
+    kind = int(torch.randint(0, 3, (1,), generator=generator))
+    return planar_affine(MATCH_KINDS[kind], torch.rand(2, generator=generator))
+
+
+def random_match_augment(generator: torch.Generator,
+                         kinds: Sequence[str] = MATCH_KINDS[:3]) -> Callable[[torch.Tensor], torch.Tensor]:
+    """One of ``kinds`` (MATCH_KINDS) drawn at random, as the function that applies that one draw to any clouds
+    [..., N, 3]: the match applies it to the real batch and to the synthetic clouds alike (DSA's Siamese
+    augmentation). With the default kinds it draws what ``random_planar_transform`` draws, from the same stream."""
+    kind = kinds[int(torch.randint(0, len(kinds), (1,), generator=generator))]
+    u = torch.rand(2, generator=generator)
+    if kind == "cutout":
+        return partial(cut_out, centre=u * IMAGE_SIZE)
+    a, t = planar_affine(kind, u)
+    return partial(transform_points, a=a, t=t)
+
+
+def cut_out(points: torch.Tensor, centre: torch.Tensor) -> torch.Tensor:
+    """Points [..., N, 3] whose (row, col) lie in the CUTOUT_PX square about ``centre`` [2] moved off the grid, so
+    they fall out of the input as the pixels under DSA's cutout go black; the others unchanged. A cut point's
+    coordinates get no gradient, as a cut pixel's value gets none."""
+    planar = points[..., 1:]
+    inside = ((planar - centre.to(planar) + CUTOUT_PX / 2 >= 0)
+              & (planar - centre.to(planar) - CUTOUT_PX / 2 < 0)).all(-1, keepdim=True)
+    return torch.cat([points[..., :1], torch.where(inside, planar.new_tensor(OFF_GRID), planar)], dim=-1)
 
 
 def random_planar_transforms(n: int, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:

@@ -164,6 +164,26 @@ def test_augmented_inner_loop_steps_on_each_step_s_own_draw_of_the_synthetic_clo
     assert_sgd_step_on(mnist, d, reference, d.to_input(augmented), d.labels)
 
 
+def test_cutout_in_the_match_drops_one_square_from_both_sides_of_each_class(mnist):
+    from dd3d.pointsets import cut_out, random_match_augment
+
+    d = small_distiller(mnist, "--set", "DISTILLATION.augment_match=true", "--set", "DISTILLATION.splat=true",
+                        "--set", "DISTILLATION.augment_kinds=cutout", "--clouds-per-class", "2")
+    g = torch.Generator().set_state(d.generator.get_state())  # replays the match's real batches and draws
+    points = d.points.detach().clone().requires_grad_()
+    expected, cut_any = torch.zeros_like(points), False
+    for c in range(10):
+        real = d.real.sample(c, d.settings.batch_size, g) + d.real_offset
+        augment = random_match_augment(g, ["cutout"])
+        assert augment.func is cut_out
+        syn = points[2 * c:2 * c + 2]
+        cut_any |= bool((augment(syn)[..., 1:] < 0).any())
+        expected += torch.autograd.grad(d.class_distance(augment(real), augment(syn), c), points)[0]
+    d.match_and_update()
+    assert cut_any and expected.abs().sum() > 0
+    assert torch.allclose(d.points.grad, expected, rtol=1e-4, atol=1e-7)
+
+
 def test_head_only_matching_is_full_matching_with_constant_convolution_gradients(mnist):
     """The seed's ME path: convolution gradients without a graph, so only the classifier's term moves points."""
     d = small_distiller(mnist, "--set", "DISTILLATION.matched_layers=head")

@@ -171,3 +171,44 @@ def test_capping_in_row_slices_equals_one_slice(mnist, monkeypatch):
     monkeypatch.setattr(pointsets, "ARGSORT_ROWS", 7)  # 15 slices, the last one short
     assert torch.equal(capped_pixel_indices(occ, 120), whole)
     assert torch.equal(capped_pixel_indices(occ, 800), pointsets._capped_rows(occ.flatten(1), 800))
+
+
+def test_match_augment_default_kinds_draw_the_planar_transform_and_cutout_drops_a_square():
+    from configs.settings import MATCH_KINDS as SETTINGS_KINDS
+    from dd3d.pointsets import (
+        CUTOUT_PX,
+        MATCH_KINDS,
+        cut_out,
+        random_match_augment,
+        random_planar_transform,
+        splat_images,
+        transform_points,
+    )
+
+    assert MATCH_KINDS == SETTINGS_KINDS
+    pts = torch.rand(3, 40, 3) * 27
+    pts[..., 0] = 0
+    # The default kinds: the same draw, from the same stream, as every committed run's planar transform.
+    a, t = random_planar_transform(torch.Generator().manual_seed(4))
+    assert torch.equal(random_match_augment(torch.Generator().manual_seed(4))(pts), transform_points(pts, a, t))
+    # Cutout alone: the points in the square leave the image, the others stay where they were.
+    centre = torch.tensor([10.0, 20.0])
+    cut = cut_out(pts, centre)
+    inside = ((pts[..., 1:] - centre).abs() <= CUTOUT_PX / 2 - 1e-4).all(-1)
+    outside = ((pts[..., 1:] - centre).abs() >= CUTOUT_PX / 2 + 1e-4).any(-1)
+    assert inside.any() and outside.any()
+    assert torch.equal(cut[outside], pts[outside]) and (cut[inside][:, 1:] < -27).all()
+    assert (cut[..., 0] == pts[..., 0]).all()
+    # The square [3, 17) x [13, 27) is black in the splat image but for the half cell its border points spread over.
+    assert splat_images(cut)[:, 0, 4:16, 14:26].sum() == 0 and splat_images(pts)[:, 0, 4:16, 14:26].sum() > 0
+    # Gradients: none for a cut point's (row, col), the identity's for a kept one.
+    syn = pts.clone().requires_grad_()
+    cut_out(syn, centre).sum().backward()
+    assert (syn.grad[inside][:, 1:] == 0).all() and (syn.grad[outside] == 1).all()
+    # Drawing from all four kinds reaches the cutout (some draw drops points) and the affine ones.
+    g, dropped, moved = torch.Generator().manual_seed(0), 0, 0
+    for _ in range(40):
+        out = random_match_augment(g, MATCH_KINDS)(pts)
+        dropped += int((out[..., 1:] < -27).any())
+        moved += int(not torch.equal(out, pts) and not (out[..., 1:] < -27).any())
+    assert dropped > 0 and moved > 0

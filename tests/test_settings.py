@@ -93,6 +93,10 @@ def test_user_config_only_needs_changed_keys(tmp_path: Path):
     (["--config", "configs/seed.ini", "--set", "DISTILLATION.objective=distribution"],
      "distribution matching embeds with DC's ConvNet"),
     (["--set", "EVALUATION.precision=fp16"], "EVALUATION.precision = 'fp16' is out of range (fp32/bf16)"),
+    (["--set", "DISTILLATION.augment_kinds=shift,flip"], "'shift,flip' names an unknown transform 'flip'"),
+    (["--set", "DISTILLATION.augment_kinds= , "], "DISTILLATION.augment_kinds = ',' is empty"),
+    (["--set", "DISTILLATION.augment_kinds=cutout", "--set", "DISTILLATION.splat=false", "--config",
+      "configs/seed.ini", "--set", "DISTILLATION.augment_match=true"], "cutout drops points from the splatted"),
 ])
 def test_bad_settings_name_the_problem(argv, fragment):
     with pytest.raises(SettingsError) as e:
@@ -170,6 +174,11 @@ def test_distillation_checkpoint_dir_that_is_a_file_is_refused(tmp_path: Path):
     blocker.write_text("x")
     with pytest.raises(SettingsError, match="DISTILLATION.distillation_checkpoint_dir = .*a folder, not a file"):
         load_settings(["--set", f"DISTILLATION.distillation_checkpoint_dir={blocker}"])
+
+
+def test_augment_kinds_are_shift_scale_rotate_by_default_in_one_spelling():
+    assert load_settings([]).augment_kinds == "shift,scale,rotate"
+    assert load_settings(["--set", "DISTILLATION.augment_kinds=Cutout, shift,cutout"]).augment_kinds == "cutout,shift"
 
 
 def test_network_pool_lists_its_members_and_is_off_by_default():
