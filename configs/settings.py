@@ -419,31 +419,27 @@ def _resolve_depth(value: str, pytorch: bool, network: str) -> int:
     return depth
 
 
-def _resolve_architectures(value: str) -> tuple[str, ...]:
+def _names(key: str, value: str, allowed: Sequence[str], noun: str, more: str = "") -> tuple[str, ...]:
+    """A comma list of names from ``allowed`` (case and spaces ignored, duplicates dropped, order kept);
+    SettingsError when it is empty or names something else (``more``: other spellings the key takes)."""
     names = [v.strip().lower() for v in value.split(",") if v.strip()]
     if not names:
-        raise SettingsError(f"EVALUATION.architectures = {value!r} is empty (list one or more of "
-                            f"{'/'.join(ARCHITECTURES)}, or all)")
-    if names == ["all"]:
-        return ARCHITECTURES
+        raise SettingsError(f"{key} = {value!r} is empty (list one or more of {'/'.join(allowed)}{more})")
     for name in names:
-        if name not in ARCHITECTURES:
-            raise SettingsError(f"EVALUATION.architectures = {value!r} names an unknown architecture {name!r} "
-                                f"({'/'.join(ARCHITECTURES)}, or all)")
-    return tuple(dict.fromkeys(names))  # duplicates dropped, order kept
+        if name not in allowed:
+            raise SettingsError(f"{key} = {value!r} names an unknown {noun} {name!r} ({'/'.join(allowed)}{more})")
+    return tuple(dict.fromkeys(names))
+
+
+def _resolve_architectures(value: str) -> tuple[str, ...]:
+    if [v.strip().lower() for v in value.split(",") if v.strip()] == ["all"]:
+        return ARCHITECTURES
+    return _names("EVALUATION.architectures", value, ARCHITECTURES, "architecture", ", or all")
 
 
 def _resolve_augment_kinds(value: str) -> str:
     """``DISTILLATION.augment_kinds`` in one spelling (so that a resume compares kinds, not how they were typed)."""
-    names = [v.strip().lower() for v in value.split(",") if v.strip()]
-    if not names:
-        raise SettingsError(f"DISTILLATION.augment_kinds = {value!r} is empty (list one or more of "
-                            f"{'/'.join(MATCH_KINDS)})")
-    for name in names:
-        if name not in MATCH_KINDS:
-            raise SettingsError(f"DISTILLATION.augment_kinds = {value!r} names an unknown transform {name!r} "
-                                f"({'/'.join(MATCH_KINDS)})")
-    return ",".join(dict.fromkeys(names))
+    return ",".join(_names("DISTILLATION.augment_kinds", value, MATCH_KINDS, "transform"))
 
 
 def _parse_architecture_lr(value: str) -> dict[str, float]:

@@ -280,8 +280,8 @@ def cut_out(points: torch.Tensor, centre: torch.Tensor) -> torch.Tensor:
     they fall out of the input as the pixels under DSA's cutout go black; the others unchanged. A cut point's
     coordinates get no gradient, as a cut pixel's value gets none."""
     planar = points[..., 1:]
-    inside = ((planar - centre.to(planar) + CUTOUT_PX / 2 >= 0)
-              & (planar - centre.to(planar) - CUTOUT_PX / 2 < 0)).all(-1, keepdim=True)
+    offset = planar - centre.to(planar)
+    inside = ((offset >= -CUTOUT_PX / 2) & (offset < CUTOUT_PX / 2)).all(-1, keepdim=True)
     return torch.cat([points[..., :1], torch.where(inside, planar.new_tensor(OFF_GRID), planar)], dim=-1)
 
 
