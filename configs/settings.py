@@ -32,6 +32,7 @@ MATCH_KINDS = ("shift", "scale", "rotate", "cutout")
 BATCHED = ("auto", "true", "false")
 PROJECTIONS = ("binary", "splat")
 PRECISIONS = ("fp32", "bf16")
+EVAL_AUGMENTS = ("dc", "dsa")  # dd3d/augment.py STRATEGIES
 NORMS = ("instance", "none")
 # What the synthetic clouds match: the gradients real digits induce (DC) or their mean embedding (DM).
 OBJECTIVES = ("gradient", "distribution")
@@ -139,6 +140,7 @@ class Settings:
     eval_momentum: float
     eval_weight_decay: float
     augment: bool
+    eval_augment_strategy: str
     augment_test: bool
     test_size: int
     eval_architectures: tuple[str, ...]
@@ -234,6 +236,7 @@ SCHEMA: dict[str, dict[str, tuple[str, str]]] = {
         "momentum": ("eval_momentum", _FLOAT),
         "weight_decay": ("eval_weight_decay", _FLOAT),
         "augment": ("augment", _BOOL),
+        "augment_strategy": ("eval_augment_strategy", _STR),
         "augment_test": ("augment_test", _BOOL),
         "test_size": ("test_size", _INT),
         "architectures": ("eval_architectures", _RAW),
@@ -522,6 +525,8 @@ def _validate(s: Settings) -> None:
     check(s.eval_weight_decay >= 0, "EVALUATION", "weight_decay", s.eval_weight_decay, ">= 0")
     check(0 <= s.test_size <= 10000, "EVALUATION", "test_size", s.test_size, "0-10000")
     check(s.eval_batched in BATCHED, "EVALUATION", "batched", s.eval_batched, "/".join(BATCHED))
+    check(s.eval_augment_strategy in EVAL_AUGMENTS, "EVALUATION", "augment_strategy", s.eval_augment_strategy,
+          "/".join(EVAL_AUGMENTS))
     check(s.eval_precision in PRECISIONS, "EVALUATION", "precision", s.eval_precision, "/".join(PRECISIONS))
     check(s.eval_projection in PROJECTIONS, "EVALUATION", "projection", s.eval_projection, "/".join(PROJECTIONS))
     _parse_architecture_lr(s.eval_architecture_lr)
@@ -607,8 +612,8 @@ RESUMABLE_CHANGES = frozenset({
     "logging_parent", "experiment_name", "log", "device", "total_iterations", "save_cad_every", "eval_iterations",
     "dataset_dir", "distillation_checkpoint_dir",
     "classifier_lr", "eval_models", "eval_epochs", "eval_batch_size", "eval_momentum", "eval_weight_decay",
-    "augment", "augment_test", "test_size", "eval_architectures", "eval_architecture_lr", "eval_batched",
-    "eval_projection", "eval_normalize", "eval_precision", "eval_compile",
+    "augment", "eval_augment_strategy", "augment_test", "test_size", "eval_architectures", "eval_architecture_lr",
+    "eval_batched", "eval_projection", "eval_normalize", "eval_precision", "eval_compile",
 })
 
 
@@ -617,7 +622,7 @@ KEYS_ADDED_LATER = {"network": "seed", "matched_layers": "all", "halo": 1, "augm
                     "absent_voxels": "skip", "eval_projection": "binary", "network_pool": "", "eval_normalize": False,
                     "objective": "gradient", "eval_precision": "fp32",
                     "eval_compile": False, "inner_data": "synthetic", "inner_augment": False,
-                    "augment_kinds": "shift,scale,rotate"}
+                    "augment_kinds": "shift,scale,rotate", "eval_augment_strategy": "dc"}
 
 
 def check_resumable(saved: dict[str, Any], settings: Settings) -> None:

@@ -1,8 +1,7 @@
 """Evaluation: train fresh networks of each listed architecture on a (projected) synthetic set, test on MNIST.
 
-Augmentation follows DC's ``crop_scale_rotate`` strategy (one of crop 4 px / scale +-20 % / rotate +-45
-degrees drawn per image, background filled with the batch mean), done for the whole batch at once with
-one affine grid on the tensor's device instead of per-image scipy calls.
+The training digits are augmented by EVALUATION.augment_strategy (``dd3d/augment.py``: DC's or DSA's), the whole
+batch at once with one affine grid on the tensor's device instead of per-image scipy calls.
 
 The N models of one architecture train either one after another (``train_model``) or as one computation
 (``train_stack``: parameters stacked by ``torch.func.stack_module_state``, one forward under ``torch.vmap``,
@@ -21,7 +20,6 @@ gradients and SGD stay float32. ``EVALUATION.compile`` runs the models trained o
 from __future__ import annotations
 
 import copy
-import math
 import statistics
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -32,9 +30,8 @@ from torch import nn
 from torch.func import functional_call, stack_module_state
 
 from configs.settings import Settings
+from dd3d.augment import augment, augment_stacked
 from models.MNIST import ARCHITECTURES
-
-CROP_PX, SCALE, ROTATE_DEG = 4, 0.2, 45.0
 
 # EVALUATION.batched = auto on the CPU: (train, test) batched where the vmapped stack of 5 models beat the loop
 # on the 2-core machine (benchmarks/bench.py, "evaluation_architectures"; README, Speed). CUDA batches both.
@@ -58,54 +55,6 @@ def pixel_standardiser(occupancy: torch.Tensor) -> Callable[[torch.Tensor], torc
     pixels = occupancy.float()
     mean, std = float(pixels.mean()), float(pixels.std())
     return lambda x: (x - mean) / std
-
-
-def _draw(m: int, g: torch.Generator) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-    """The random numbers of one augmentation call, in the order the generator has always been read."""
-    choice = torch.randint(0, 3, (m,), generator=g)
-    shift = torch.randint(-CROP_PX, CROP_PX + 1, (m, 2), generator=g).float()
-    scale = 1 + (torch.rand(m, 2, generator=g) * 2 - 1) * SCALE
-    angle = (torch.rand(m, generator=g) * 2 - 1) * math.radians(ROTATE_DEG)
-    return choice, shift, scale, angle
-
-
-def _theta(choice: torch.Tensor, shift: torch.Tensor, scale: torch.Tensor, angle: torch.Tensor,
-           h: int, w: int) -> torch.Tensor:
-    """Affine maps [M, 2, 3], output -> input coordinates in grid_sample's normalised [-1, 1] space."""
-    m = len(choice)
-    theta = torch.zeros(m, 2, 3)
-    theta[:, 0, 0] = theta[:, 1, 1] = 1.0
-    crop = choice == 0
-    theta[crop, 0, 2] = -2 * shift[crop, 0] / w
-    theta[crop, 1, 2] = -2 * shift[crop, 1] / h
-    sc = choice == 1
-    theta[sc, 0, 0] = 1 / scale[sc, 0]
-    theta[sc, 1, 1] = 1 / scale[sc, 1]
-    rot = choice == 2
-    cos, sin = torch.cos(angle[rot]), torch.sin(angle[rot])
-    theta[rot, 0, 0], theta[rot, 0, 1], theta[rot, 1, 0], theta[rot, 1, 1] = cos, -sin, sin, cos
-    return theta
-
-
-def _warp(images: torch.Tensor, theta: torch.Tensor) -> torch.Tensor:
-    grid = F.affine_grid(theta.to(images), list(images.shape), align_corners=False)  # images' device and dtype
-    return F.grid_sample(images, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
-
-
-def augment(images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-    """DC crop/scale/rotate augmentation, one randomly chosen transform per image. [M, C, H, W]."""
-    m, _, h, w = images.shape
-    fill = images.mean(dim=(0, 2, 3), keepdim=True)
-    return _warp(images - fill, _theta(*_draw(m, generator), h, w)) + fill
-
-
-def augment_stacked(images: torch.Tensor, generators: Sequence[torch.Generator]) -> torch.Tensor:
-    """``augment`` of each model's batch [N, M, C, H, W] with that model's generator, warped in one call."""
-    n, m, c, h, w = images.shape
-    draws = [_draw(m, g) for g in generators]  # per model: each generator is read exactly as augment reads it
-    theta = _theta(*(torch.cat(parts) for parts in zip(*draws, strict=True)), h, w)
-    fill = images.mean(dim=(1, 3, 4), keepdim=True)  # each model's own batch mean, as in augment
-    return _warp((images - fill).flatten(0, 1), theta).view(n, m, c, h, w) + fill
 
 
 @dataclass(frozen=True)
@@ -184,7 +133,7 @@ def train_model(net: nn.Module, images: torch.Tensor, labels: torch.Tensor, sett
         for batch in order.split(settings.eval_batch_size):
             x, y = images[batch], labels[batch]
             if settings.augment:
-                x = augment(x, generator)
+                x = augment(x, generator, settings.eval_augment_strategy)
             opt.zero_grad(set_to_none=True)
             # The batch's mean loss as the sum of its CHUNKs' summed losses / B: the same gradient, in cache.
             for xc, yc in zip(x.split(CHUNK), y.split(CHUNK), strict=True):
@@ -233,7 +182,7 @@ def train_stack(stack: ModelStack, images: torch.Tensor, labels: torch.Tensor, s
         for batch in orders.split(settings.eval_batch_size, dim=1):
             x = images[batch]  # [N, B, C, H, W]: each model its own batch
             if settings.augment:
-                x = augment_stacked(x, generators)
+                x = augment_stacked(x, generators, settings.eval_augment_strategy)
             with autocast(x.device, settings.eval_precision):
                 logits = stack(x)
             if logits.dtype == torch.bfloat16:  # the loss in float32, as autocast computes train_model's

@@ -70,6 +70,9 @@ DM_INNER = [*DISTRIBUTION, "--set", "DISTILLATION.outer_loop=3", "--set", "DISTI
 FAST_EVALUATION = ["--set", "EVALUATION.precision=bf16", "--set", "EVALUATION.compile=true"]
 
 
+DSA_EVALUATION = ["--set", "EVALUATION.augment_strategy=dsa"]
+
+
 def herding_10(*variant: str) -> list[str]:
     """A distillation of ten clouds per class from herding's digits, with ``variant``'s flags, on the cheap nets."""
     return [*HERDING_INIT, "--clouds-per-class", "10", *variant, "--architectures", "convnet,mlp,lenet"]
@@ -337,6 +340,13 @@ GRIDS: dict[str, dict[str, list[str]]] = {
         for name, flags in (("herding-50", ["--baseline", "herding", "--clouds-per-class", "50"]),
                             ("dm-50", ["--eval-only", "assets/mnist_50cpc_dm.pt"]))
     },
+    # The evaluation models trained with DSA's augmentation (EVALUATION.augment_strategy=dsa; DSA's and DM's published
+    # figures use it) instead of DC's: the best ten-per-class set and its start, herding's ten digits.
+    "dsa-eval": {
+        name: [*flags, "--architectures", "convnet", *DSA_EVALUATION]
+        for name, flags in (("10-dm-inner", ["--eval-only", "assets/mnist_10cpc_dm_inner.pt"]),
+                            ("herding-10", ["--baseline", "herding", "--clouds-per-class", "10"]))
+    },
     # The assets (best sets) under the default protocol: 5 fresh models x 1000 epochs.
     "final": {
         "1cpc-convnet": [*SEED_CLEAN_TEST, "--eval-only", "assets/mnist_1cpc_convnet.pt"],
@@ -450,6 +460,7 @@ PLAN: list[tuple[str, list[str] | None, Budget]] = [
     ("fifty-arch", ["alexnet-herding-50", "alexnet-dm-50"], Budget(eval_models=2)),
     ("precision", None, Budget()),
     ("cross-arch", None, Budget()),
+    ("dsa-eval", None, Budget()),
     # This project's faithful mode at the iterations where the seed's own code was evaluated
     # (experiments/seed_faithfulness.py).
     ("seed-faithful", None, Budget(250, 300, 3, "0,100")),
@@ -541,7 +552,8 @@ def table() -> str:
         s, final = r["settings"], r["evaluations"][-1]
         iters = "–" if "baseline" in r else str(r["iteration"])  # --eval-only: the saved set's iteration
         spi = "–" if r["status"] == "evaluated" else f"{r['timings']['seconds_per_iteration']:.2f}"
-        protocol = f"{s['eval_models']} × {s['eval_epochs']} ep" + (", aug. test" if s["augment_test"] else "")
+        protocol = (f"{s['eval_models']} × {s['eval_epochs']} ep" + (", aug. test" if s["augment_test"] else "")
+                    + (", DSA aug." if s.get("eval_augment_strategy") == "dsa" else ""))
         others = ", ".join(f"{arch} {100 * a['mean']:.1f} ± {100 * a['std']:.1f}"
                            for arch, a in list(final.get("architectures", {}).items())[1:]) or "–"
         rows.append(f"| {folder.parent.name} | {folder.name.split('_', 1)[1]} | "

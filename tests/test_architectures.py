@@ -8,7 +8,7 @@ import torch
 from configs import settings as settings_module
 from configs.settings import SettingsError, load_settings
 from dd3d import evaluate as ev  # its test_* functions are not pytest tests: keep them off this module's names
-from dd3d.evaluate import ModelStack, augment, augment_stacked, evaluate_set, make_models, train_model, train_stack
+from dd3d.evaluate import ModelStack, evaluate_set, make_models, train_model, train_stack
 from models.MNIST import ARCHITECTURES
 from tests.conftest import TINY, only_run_dir, run_cli
 
@@ -67,18 +67,11 @@ def test_unknown_architecture_exits_2_and_writes_nothing(tmp_path):
     assert not runs.exists()
 
 
-def test_augment_stacked_equals_augment_per_model():
-    images = torch.rand(3, 9, 1, 28, 28)
-    out = augment_stacked(images, [torch.Generator().manual_seed(s) for s in (4, 5, 6)])
-    for k, s in enumerate((4, 5, 6)):
-        assert torch.allclose(out[k], augment(images[k], torch.Generator().manual_seed(s)), atol=1e-6)
-
-
-def _train_both(arch: str, dtype: torch.dtype, epochs: int = 2, n_images: int = 12):
+def _train_both(arch: str, dtype: torch.dtype, epochs: int = 2, n_images: int = 12, strategy: str = "dc"):
     """The same N = 2 models trained one by one and as a stack (augmentation on, two batches per epoch)."""
     batch = str((n_images + 1) // 2)
     settings = load_settings(["--eval-epochs", str(epochs), "--set", f"EVALUATION.batch_size={batch}",
-                              "--device", "cpu"])
+                              "--set", f"EVALUATION.augment_strategy={strategy}", "--device", "cpu"])
     g = torch.Generator().manual_seed(0)
     images = torch.rand(n_images, 1, 28, 28, generator=g).round().to(dtype)
     labels = torch.arange(n_images) % 10
@@ -112,9 +105,9 @@ def test_batched_training_is_the_same_math_as_separate_trainings(arch):
         assert torch.allclose(logits[k], net(x), atol=1e-9)
 
 
-@pytest.mark.parametrize("arch", ["convnet", "mlp", "lenet"])
-def test_batched_training_matches_separate_trainings_in_float32(arch):
-    singles, stack = _train_both(arch, torch.float32, epochs=2)
+@pytest.mark.parametrize("arch, strategy", [("convnet", "dc"), ("mlp", "dc"), ("lenet", "dc"), ("lenet", "dsa")])
+def test_batched_training_matches_separate_trainings_in_float32(arch, strategy):
+    singles, stack = _train_both(arch, torch.float32, epochs=2, strategy=strategy)
     err, scale = _max_param_error(singles, stack)
     assert err < 1e-5 * max(scale, 1.0), (arch, err)
     for net, again in zip(singles, stack.unstack(), strict=True):

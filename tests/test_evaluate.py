@@ -5,7 +5,8 @@ import torch
 
 from configs.settings import load_settings
 from dd3d import evaluate as ev  # its test_* functions are not pytest tests: keep them off this module's names
-from dd3d.evaluate import ModelStack, augment, autocast, evaluate_set, make_models, train_model, train_stack
+from dd3d.augment import augment
+from dd3d.evaluate import ModelStack, autocast, evaluate_set, make_models, train_model, train_stack
 from dd3d.pointsets import binarize, occupancy_to_images
 
 
