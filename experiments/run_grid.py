@@ -343,9 +343,11 @@ GRIDS: dict[str, dict[str, list[str]]] = {
     # The evaluation models trained with DSA's augmentation (EVALUATION.augment_strategy=dsa; DSA's and DM's published
     # figures use it) instead of DC's: the best ten-per-class set and its start, herding's ten digits.
     "dsa-eval": {
-        name: [*flags, "--architectures", "convnet", *DSA_EVALUATION]
-        for name, flags in (("10-dm-inner", ["--eval-only", "assets/mnist_10cpc_dm_inner.pt"]),
-                            ("herding-10", ["--baseline", "herding", "--clouds-per-class", "10"]))
+        name: [*flags, "--architectures", archs, *DSA_EVALUATION]
+        for name, flags, archs in (
+            ("10-dm-inner", ["--eval-only", "assets/mnist_10cpc_dm_inner.pt"], "convnet"),
+            ("10-dm-inner-mlp-lenet", ["--eval-only", "assets/mnist_10cpc_dm_inner.pt"], "mlp,lenet"),
+            ("herding-10", ["--baseline", "herding", "--clouds-per-class", "10"], "convnet,mlp,lenet"))
     },
     # The assets (best sets) under the default protocol: 5 fresh models x 1000 epochs.
     "final": {
