@@ -117,6 +117,7 @@ class Settings:
     save_cad_every: int
     eval_iterations: tuple[int, ...]
     init: str
+    init_spread: float
     matched_layers: str
     splat: bool
     augment_match: bool
@@ -211,6 +212,7 @@ SCHEMA: dict[str, dict[str, tuple[str, str]]] = {
         "save_cad_every": ("save_cad_every", _INT),
         "eval_iterations": ("eval_iterations", _RAW),
         "init": ("init", _STR),
+        "init_spread": ("init_spread", _FLOAT),
         "matched_layers": ("matched_layers", _STR),
         "splat": ("splat", _BOOL),
         "augment_match": ("augment_match", _BOOL),
@@ -515,6 +517,7 @@ def _validate(s: Settings) -> None:
     check(s.net_lr > 0, "DISTILLATION", "net_lr", s.net_lr, "> 0")
     check(s.init in INITS or (s.init.strip() != "" and s.init_set.exists()), "DISTILLATION", "init", s.init,
           f"{'/'.join(INITS)} or an existing saved set: a .pt or a run folder")
+    check(0 <= s.init_spread <= 0.5, "DISTILLATION", "init_spread", s.init_spread, "0 to 0.5 px")
     check(s.matched_layers in MATCHED_LAYERS, "DISTILLATION", "matched_layers", s.matched_layers,
           "/".join(MATCHED_LAYERS))
     check(0 <= s.threshold <= 255, "MNIST", "threshold", s.threshold, "0-255")
@@ -622,7 +625,8 @@ KEYS_ADDED_LATER = {"network": "seed", "matched_layers": "all", "halo": 1, "augm
                     "absent_voxels": "skip", "eval_projection": "binary", "network_pool": "", "eval_normalize": False,
                     "objective": "gradient", "eval_precision": "fp32",
                     "eval_compile": False, "inner_data": "synthetic", "inner_augment": False,
-                    "augment_kinds": "shift,scale,rotate", "eval_augment_strategy": "dc"}
+                    "augment_kinds": "shift,scale,rotate", "eval_augment_strategy": "dc",
+                    "init_spread": 0.0}
 
 
 def check_resumable(saved: dict[str, Any], settings: Settings) -> None:

@@ -30,6 +30,7 @@ from dd3d.pointsets import (
     init_uniform,
     random_match_augment,
     random_planar_transforms,
+    spread_padding,
     transform_points,
 )
 from distillation_loss import embedding_distance, match_loss
@@ -115,6 +116,7 @@ class Distiller:
             points = init_uniform(NUM_CLASSES * k, settings.num_points, generator).to(device)
         else:
             points = real.digits(INIT_DIGITS[settings.init], k, generator).to(device) + self.real_offset
+            points = spread_padding(points, settings.init_spread, generator)  # reads the generator only if > 0
         constrain_(points, *self.bounds)
         self.points = points.requires_grad_()
         self.labels = torch.arange(NUM_CLASSES, device=device).repeat_interleave(k)

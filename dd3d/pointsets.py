@@ -60,6 +60,30 @@ def init_uniform(num_clouds: int, num_points: int, generator: torch.Generator) -
     return torch.rand(num_clouds, num_points, 3, generator=generator) * IMAGE_SIZE
 
 
+def spread_padding(points: torch.Tensor, spread: float, generator: torch.Generator) -> torch.Tensor:
+    """Digit clouds [B, N, 3] whose padding (the copies of the first point that fill a digit with fewer than N
+    pixels, ``capped_pixel_indices``) is dealt out over the digit's own points in turn, each copy moved by a
+    uniform offset in [-spread, spread] px along row and col.
+
+    Why: stacked copies get the same gradient at every step, so the optimiser moves them as one point and a
+    cloud of N points has only as many free points as its digit has pixels. Spread apart, every point moves
+    on its own. A real pixel's centre point still fills its own cell, so the image gains at most ``spread`` of
+    gray next to the digit's pixels. ``spread`` 0: the points as they are (copies stacked).
+    """
+    if spread == 0:
+        return points
+    b, n, _ = points.shape
+    copy = (points == points[:, :1]).all(-1)
+    copy[:, 0] = False
+    count = n - copy.sum(1, keepdim=True)  # the digit's own points lead, in raster order
+    slot = torch.arange(n, device=points.device).expand(b, n)
+    source = torch.where(slot < count, slot, (slot - count) % count)
+    offset = (torch.rand(b, n, 2, generator=generator) * 2 - 1).to(points) * spread
+    moved = points.gather(1, source[..., None].expand(b, n, 3)).clone()
+    moved[..., 1:] += offset * (slot >= count)[..., None]
+    return moved
+
+
 def constrain_(points: torch.Tensor, low: float = 0, high: float = IMAGE_SIZE - 1) -> None:
     """In place, without autograd: clamp to the grid [low, high] (default [0, 27]) and onto the depth-0 plane."""
     with torch.no_grad():

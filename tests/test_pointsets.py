@@ -10,6 +10,7 @@ from dd3d.pointsets import (
     pixel_indices_to_points,
     points_to_images,
     project_points,
+    spread_padding,
 )
 from models.MEConv import create_dense_batch
 
@@ -212,3 +213,28 @@ def test_match_augment_default_kinds_draw_the_planar_transform_and_cutout_drops_
         dropped += int((out[..., 1:] < -27).any())
         moved += int(not torch.equal(out, pts) and not (out[..., 1:] < -27).any())
     assert dropped > 0 and moved > 0
+
+
+def test_spread_padding_deals_the_copies_out_over_the_digit_and_keeps_its_pixels(mnist):
+    real = RealClouds(mnist.train_images[:300], mnist.train_labels[:300], 75, 250)
+    digits = real.herding(3) + torch.tensor([0.0, 0.5, 0.5])
+    pixels = binarize(mnist.train_images[:300], 75).flatten(1).sum(1)
+    assert pixels.min() < 250  # some digits are padded
+    spread = spread_padding(digits, 0.25, torch.Generator().manual_seed(0))
+    for before, after in zip(digits, spread, strict=True):
+        n_own = len(torch.unique(before, dim=0))
+        assert torch.equal(after[:n_own], before[:n_own])  # the digit's own points stay where they were
+        copies = after[n_own:]
+        assert len(torch.unique(after, dim=0)) == len(after)  # no two points stacked any more
+        # Copy j sits within 0.25 px (row, col) of the digit's point j mod n_own, at the same depth.
+        source = before[torch.arange(len(copies)) % n_own]
+        assert (copies[:, 0] == source[:, 0]).all() and ((copies - source).abs() <= 0.25).all()
+    # The image: the digit's pixels stay full (but for the soft union's eps); gray appears only next to them,
+    # at most 0.25 of a pixel per copy.
+    image, spread_image = project_points(digits, "splat"), project_points(spread, "splat")
+    assert (spread_image >= image - 2e-3).all()
+    next_to_digit = torch.nn.functional.max_pool2d(image, 3, stride=1, padding=1) > 0.5
+    gray = (spread_image - image).clamp(min=0)
+    assert (gray[~next_to_digit] == 0).all() and gray.sum() > 1
+    assert gray.sum() <= 0.25 * (250 * len(digits) - sum(len(torch.unique(d, dim=0)) for d in digits))
+    assert torch.equal(spread_padding(digits, 0.0, torch.Generator().manual_seed(0)), digits)
