@@ -274,6 +274,8 @@ GRIDS: dict[str, dict[str, list[str]]] = {
         # one (the 10-dm-inner set's clouds hold 58-173 distinct points). ConvNet here, MLP / LeNet below.
         "10-dm-inner-spread": [*HERDING_INIT, "--clouds-per-class", "10", *DM_INNER,
                                "--set", "DISTILLATION.init_spread=0.25", "--architectures", "convnet"],
+        "1-dm-inner-spread": [*DM_INNER, "--set", "DISTILLATION.init_spread=0.25", "--architectures",
+                              "convnet,mlp,lenet"],
         # Its set (ASSETS: `mnist_10cpc_dm_inner`) by the full protocol, as two runs to use both cores.
         "10-dm-inner-full": ["--eval-only", "assets/mnist_10cpc_dm_inner.pt", "--architectures", "convnet"],
         "10-dm-inner-full-mlp-lenet": ["--eval-only", "assets/mnist_10cpc_dm_inner.pt", "--architectures", "mlp,lenet"],
@@ -456,7 +458,7 @@ PLAN: list[tuple[str, list[str] | None, Budget]] = [
     ("distribution", ["50-dm-inner"], Budget(30, 1000, 2, "30")),  # 136 s per iteration beside another job
     ("distribution", ["10-dm-inner-dense", "10-dm-inner-cosine"], Budget(100, eval_iterations="100")),
     ("distribution", ["10-dm-inner-anneal"], Budget(40, eval_iterations="40")),
-    ("distribution", ["10-dm-inner-spread"], Budget(100, eval_iterations="100")),
+    ("distribution", ["10-dm-inner-spread", "1-dm-inner-spread"], Budget(100, eval_iterations="100")),
     ("distribution", ["10-dm-inner-seed1", "10-dm-inner-lr01", "10-dm-inner-b512",
                       "10-dm-inner-cutout"], Budget(100, eval_iterations="100")),
     ("ten-arch", [n for n in GRIDS["ten-arch"] if not n.endswith("-dm-inner-cosine-10")], Budget(eval_models=2)),
