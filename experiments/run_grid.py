@@ -466,6 +466,8 @@ PLAN: list[tuple[str, list[str] | None, Budget]] = [
     ("distribution", ["10-dm-inner-dense", "10-dm-inner-cosine"], Budget(100, eval_iterations="100")),
     ("distribution", ["10-dm-inner-anneal"], Budget(40, eval_iterations="40")),
     ("distribution", ["10-dm-inner-spread", "1-dm-inner-spread"], Budget(100, eval_iterations="100")),
+    # After 10-dm-inner-spread's 100 iterations: its set is assets/mnist_10cpc_dm_inner_spread.pt.
+    ("distribution", ["10-dm-inner-spread-fast", "10-dm-inner-spread-mlp-lenet"], Budget()),
     ("distribution", ["10-dm-inner-seed1", "10-dm-inner-lr01", "10-dm-inner-b512",
                       "10-dm-inner-cutout"], Budget(100, eval_iterations="100")),
     ("ten-arch", [n for n in GRIDS["ten-arch"] if not n.endswith("-dm-inner-cosine-10")], Budget(eval_models=2)),
