@@ -93,7 +93,8 @@ class DSAAugment:
         # output -> input as given, so a factor > 1 shrinks the digit.
         theta = _affine(n * m, shift, scale, angle, kind["crop"], kind["scale"], kind["rotate"], h, w)
         moved = torch.nonzero(kind["crop"] | kind["scale"] | kind["rotate"]).flatten()
-        x = x.index_copy(0, moved.to(x.device), _warp(x[moved.to(x.device)], theta[moved]))
+        on_device = moved.to(x.device)
+        x = x.index_copy(0, on_device, _warp(x[on_device], theta[moved]))
         bright = x + brightness.to(x).view(-1, 1, 1, 1)
         mean = bright.mean(dim=(1, 2, 3), keepdim=True)
         colored = (bright - mean) * contrast.to(x).view(-1, 1, 1, 1) + mean

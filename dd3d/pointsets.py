@@ -67,8 +67,8 @@ def spread_padding(points: torch.Tensor, spread: float, generator: torch.Generat
 
     Why: stacked copies get the same gradient at every step, so the optimiser moves them as one point and a
     cloud of N points has only as many free points as its digit has pixels. Spread apart, every point moves
-    on its own. A real pixel's centre point still fills its own cell, so the image gains at most ``spread`` of
-    gray next to the digit's pixels. ``spread`` 0: the points as they are (copies stacked).
+    on its own. A real pixel's centre point still fills its own cell, so the image gains gray only next to the
+    digit's pixels, at most ``spread`` of a pixel per copy. ``spread`` 0: the points as they are (copies stacked).
     """
     if spread == 0:
         return points

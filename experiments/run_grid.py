@@ -270,7 +270,7 @@ GRIDS: dict[str, dict[str, list[str]]] = {
         # One cloud per class with the same inner loop (compare `1-dm`).
         "1-dm-inner": [*DM_INNER, "--architectures", "convnet,mlp,lenet,alexnet"],
         # The same run with the padding copies spread out at the start (DISTILLATION.init_spread): herding's digits
-        # have 60-170 pixels, so 80-190 of each cloud's 250 points began as copies of its first point and moved as
+        # have 42-190 pixels, so 60-208 of each cloud's 250 points began as copies of its first point and moved as
         # one (the 10-dm-inner set's clouds hold 58-173 distinct points). ConvNet here, MLP / LeNet below.
         "10-dm-inner-spread": [*HERDING_INIT, "--clouds-per-class", "10", *DM_INNER,
                                "--set", "DISTILLATION.init_spread=0.25", "--architectures", "convnet"],

@@ -56,7 +56,7 @@ def test_dsa_cutout_zeroes_a_square_of_14_pixels_and_keeps_the_rest(dsa):
         assert (out[i, 0][~mask] == 0).all() and (~mask).sum() > 0
 
 
-def test_dsa_scale_and_rotation_move_a_pixel_as_drawn_and_never_mirror(dsa):
+def test_dsa_scale_and_rotation_keep_an_off_centre_pixel_on_its_side_and_stay_in_range(dsa):
     _, (choice, _, scale, angle, *_), _, _ = dsa
     aug = DSAAugment()
     # One bright pixel off-centre (row 8, col 20): where it lands tells the map, and a mirror would send it left.
