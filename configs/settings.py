@@ -123,6 +123,7 @@ class Settings:
     augment_match: bool
     augment_kinds: str
     objective: str
+    class_ce: float
     network_pool: str
     reinit_net: bool
     outer_loop: int
@@ -218,6 +219,7 @@ SCHEMA: dict[str, dict[str, tuple[str, str]]] = {
         "augment_match": ("augment_match", _BOOL),
         "augment_kinds": ("augment_kinds", _RAW),
         "objective": ("objective", _STR),
+        "class_ce": ("class_ce", _FLOAT),
         "network_pool": ("network_pool", _STR),
         "reinit_net": ("reinit_net", _BOOL),
         "outer_loop": ("outer_loop", _INT),
@@ -536,6 +538,9 @@ def _validate(s: Settings) -> None:
     check(s.objective in OBJECTIVES, "DISTILLATION", "objective", s.objective, "/".join(OBJECTIVES))
     check(s.objective == "gradient" or s.network in ("convnet", "me-convnet"), "DISTILLATION", "objective",
           s.objective, "distribution matching embeds with DC's ConvNet: needs MODEL.network convnet or me-convnet")
+    check(s.class_ce >= 0, "DISTILLATION", "class_ce", s.class_ce, ">= 0")
+    check(s.class_ce == 0 or s.objective == "distribution", "DISTILLATION", "class_ce", s.class_ce,
+          "a classification term beside the embeddings: needs DISTILLATION.objective=distribution")
     if pool := parse_network_pool(s.network_pool):
         check(s.network in ("convnet", "me-convnet"), "DISTILLATION", "network_pool", s.network_pool,
               "a network pool: needs MODEL.network convnet or me-convnet")
@@ -543,6 +548,8 @@ def _validate(s: Settings) -> None:
               "a network drawn each iteration: needs DISTILLATION.reinit_net=true")
         check(s.matched_layers == "all" or all(m.family == "convnet" for m in pool), "DISTILLATION",
               "network_pool", s.network_pool, f"{'/'.join(POOL_FAMILIES)} need DISTILLATION.matched_layers=all")
+        check(s.class_ce == 0 or all(m.family == "convnet" for m in pool), "DISTILLATION", "network_pool",
+              s.network_pool, "DISTILLATION.class_ce reads a ConvNet's classifier: a pool of ConvNets only")
 
 
 def _raw_from_saved(saved: dict[str, Any]) -> dict[str, dict[str, str]]:
@@ -626,7 +633,7 @@ KEYS_ADDED_LATER = {"network": "seed", "matched_layers": "all", "halo": 1, "augm
                     "objective": "gradient", "eval_precision": "fp32",
                     "eval_compile": False, "inner_data": "synthetic", "inner_augment": False,
                     "augment_kinds": "shift,scale,rotate", "eval_augment_strategy": "dc",
-                    "init_spread": 0.0}
+                    "init_spread": 0.0, "class_ce": 0.0}
 
 
 def check_resumable(saved: dict[str, Any], settings: Settings) -> None:

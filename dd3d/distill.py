@@ -144,10 +144,23 @@ class Distiller:
         if self.settings.objective == "distribution":
             with torch.no_grad():  # the real side is a constant target
                 emb_real = self.net.embed(self.to_input(real))
-            return embedding_distance(self.net.embed(self.to_input(syn)), emb_real)
+            emb_syn = self.net.embed(self.to_input(syn))
+            distance = embedding_distance(emb_syn, emb_real)
+            if self.settings.class_ce:
+                distance = distance + self.settings.class_ce * self.class_term(emb_syn, emb_real, c)
+            return distance
         gw_real = [g.detach() for g in self.class_gradients(real, c, create_graph=False)]
         gw_syn = self.class_gradients(syn, c, create_graph=True)
         return match_loss(gw_syn, gw_real, self.settings.dist_opt)
+
+    def class_term(self, emb_syn: torch.Tensor, emb_real: torch.Tensor, c: int) -> torch.Tensor:
+        """IDM's class-aware term: the classifier's cross-entropy on the synthetic embeddings of class ``c``,
+        weighted by its accuracy on the real ones (a constant). Every ConvNet's logits are ``classifier(embed)``
+        (the sparse one's forward is the same linear map over its dense embedding), so no second pass is needed."""
+        with torch.no_grad():
+            weight = (self.net.classifier(emb_real).argmax(1) == c).float().mean()
+        target = torch.full((len(emb_syn),), c, dtype=torch.long, device=emb_syn.device)
+        return weight * F.cross_entropy(self.net.classifier(emb_syn), target)
 
     def coordinate_lr(self, update: int) -> float:
         """The coordinates' learning rate at their ``update``-th step (0-based) under MODEL.dist_lr_schedule."""

@@ -267,6 +267,12 @@ GRIDS: dict[str, dict[str, list[str]]] = {
         # which points have not): a 14 x 14 square of points leaves both sides, so the clouds must match real digits
         # from what is left of them too.
         "10-dm-inner-cutout": herding_10(*DM_INNER, "--set", "DISTILLATION.augment_kinds=shift,scale,rotate,cutout"),
+        # IDM's class-aware term (DISTILLATION.class_ce): beside the mean embedding, each class's clouds should be
+        # classified as their class by the network matched in, weighted by its accuracy on the class's real batch
+        # (measured at the start: DM distance ~4-6 per class, the term ~0.4-0.8 at weight 1 in trained networks).
+        # Two weights side by side, one per core; evaluated in bf16 + compile to leave time for both.
+        **{f"10-dm-inner-ce{tag}": herding_10(*DM_INNER, "--set", f"DISTILLATION.class_ce={weight}", *FAST_EVALUATION)
+           for tag, weight in (("05", 0.5), ("2", 2))},
         # One cloud per class with the same inner loop (compare `1-dm`).
         "1-dm-inner": [*DM_INNER, "--architectures", "convnet,mlp,lenet,alexnet"],
         # The same run with the padding copies spread out at the start (DISTILLATION.init_spread): herding's digits
@@ -470,6 +476,7 @@ PLAN: list[tuple[str, list[str] | None, Budget]] = [
     ("distribution", ["10-dm-inner-spread-fast", "10-dm-inner-spread-mlp-lenet"], Budget()),
     ("distribution", ["10-dm-inner-seed1", "10-dm-inner-lr01", "10-dm-inner-b512",
                       "10-dm-inner-cutout"], Budget(100, eval_iterations="100")),
+    ("distribution", ["10-dm-inner-ce05", "10-dm-inner-ce2"], Budget(100, eval_iterations="100")),
     ("ten-arch", [n for n in GRIDS["ten-arch"] if not n.endswith("-dm-inner-cosine-10")], Budget(eval_models=2)),
     # After distribution/10-dm-inner-cosine: its set is the asset.
     ("ten-arch", [n for n in GRIDS["ten-arch"] if n.endswith("-dm-inner-cosine-10")], Budget(eval_models=2)),

@@ -246,6 +246,31 @@ def test_distribution_matching_moves_the_points_towards_the_real_mean_embedding(
     assert stats.grad_abs_mean > 0 and stats.displacement > 0 and len(stats.per_class) == 10
 
 
+@pytest.mark.parametrize("network", ["convnet", "me-convnet"])
+def test_class_term_adds_the_synthetic_cross_entropy_weighted_by_the_real_accuracy(mnist, network):
+    if network == "me-convnet" and os.environ.get("DD3D_SKIP_MINKOWSKI") == "1":
+        pytest.skip("MinkowskiEngine not installed")
+    flags = ["--no-pytorch" if network == "me-convnet" else "--pytorch", "--set", f"MODEL.network={network}",
+             "--set", "DISTILLATION.splat=true", "--set", "DISTILLATION.init=mean", "--clouds-per-class", "2",
+             "--set", "DISTILLATION.objective=distribution"]
+    plain = small_distiller(mnist, *flags)
+    weighted = small_distiller(mnist, *flags, "--set", "DISTILLATION.class_ce=0.5")
+    weighted.net.load_state_dict(plain.net.state_dict())
+    for d in (plain, weighted):  # real digits are mostly called 3: accuracy > 0 on class 3, 0 on class 5
+        with torch.no_grad():
+            d.net.classifier.bias[3] += 5
+    for c in (3, 5):
+        real = plain.real.sample(c, 8, torch.Generator().manual_seed(c)) + plain.real_offset
+        syn = plain.points[2 * c:2 * c + 2].detach()
+        # the full forward passes: the class term's classifier(embed) must be the network's own logits
+        with torch.no_grad():
+            accuracy = float((plain.net(plain.to_input(real)).argmax(1) == c).float().mean())
+            ce = float(F.cross_entropy(plain.net(plain.to_input(syn)), torch.full((2,), c)))
+        assert (accuracy > 0) == (c == 3) and ce > 1e-3
+        expected = float(plain.class_distance(real, syn, c).detach()) + 0.5 * accuracy * ce
+        assert float(weighted.class_distance(real, syn, c).detach()) == pytest.approx(expected, rel=1e-5)
+
+
 def test_network_pool_draws_a_member_each_iteration_without_changing_the_real_batches(mnist):
     flags = ["--set", "MODEL.network=convnet", "--set", "DISTILLATION.splat=true", "--set", "DISTILLATION.init=mean",
              "--set", "DISTILLATION.reinit_net=true", "--distance", "ours"]
