@@ -273,6 +273,10 @@ GRIDS: dict[str, dict[str, list[str]]] = {
         # Two weights side by side, one per core; evaluated in bf16 + compile to leave time for both.
         **{f"10-dm-inner-ce{tag}": herding_10(*DM_INNER, "--set", f"DISTILLATION.class_ce={weight}", *FAST_EVALUATION)
            for tag, weight in (("05", 0.5), ("2", 2))},
+        # The unweighted set (`assets/mnist_10cpc_dm_inner.pt`, 96.97 % in fp32) by the same bf16 + compile
+        # evaluation as the two above (the same models' seeds): the like-for-like comparison.
+        "10-dm-inner-fast": ["--eval-only", "assets/mnist_10cpc_dm_inner.pt", "--architectures", "convnet",
+                             *FAST_EVALUATION],
         # One cloud per class with the same inner loop (compare `1-dm`).
         "1-dm-inner": [*DM_INNER, "--architectures", "convnet,mlp,lenet,alexnet"],
         # The same run with the padding copies spread out at the start (DISTILLATION.init_spread): herding's digits
@@ -346,9 +350,9 @@ GRIDS: dict[str, dict[str, list[str]]] = {
                             # ConvNet, is not run here).
                             ("random-real-10", ["--baseline", "random-real", "--clouds-per-class", "10"]))
     } | {
-        # The weakest baseline of that size on AlexNet, so every ten-per-class baseline is measured there.
-        "alexnet-class-mean-10": ["--baseline", "class-mean", "--clouds-per-class", "10", "--architectures", "alexnet",
-                                  *FAST_EVALUATION],
+        # The weakest baseline of that size on the larger nets, so every ten-per-class baseline is measured there.
+        **{f"{arch}-class-mean-10": ["--baseline", "class-mean", "--clouds-per-class", "10", "--architectures", arch,
+                                     *FAST_EVALUATION] for arch in ("alexnet", "vgg11", "resnet18")},
         # Plain DM's ten-per-class set on AlexNet, where the DM-inner set fell below its start.
         "alexnet-dm-10": ["--eval-only", "assets/mnist_10cpc_dm.pt", "--architectures", "alexnet", *FAST_EVALUATION],
     },
@@ -477,6 +481,7 @@ PLAN: list[tuple[str, list[str] | None, Budget]] = [
     ("distribution", ["10-dm-inner-seed1", "10-dm-inner-lr01", "10-dm-inner-b512",
                       "10-dm-inner-cutout"], Budget(100, eval_iterations="100")),
     ("distribution", ["10-dm-inner-ce05", "10-dm-inner-ce2"], Budget(100, eval_iterations="100")),
+    ("distribution", ["10-dm-inner-fast"], Budget()),
     ("ten-arch", [n for n in GRIDS["ten-arch"] if not n.endswith("-dm-inner-cosine-10")], Budget(eval_models=2)),
     # After distribution/10-dm-inner-cosine: its set is the asset.
     ("ten-arch", [n for n in GRIDS["ten-arch"] if n.endswith("-dm-inner-cosine-10")], Budget(eval_models=2)),
