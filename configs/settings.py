@@ -546,9 +546,10 @@ def _validate(s: Settings) -> None:
               "a network pool: needs MODEL.network convnet or me-convnet")
         check(s.reinit_net, "DISTILLATION", "network_pool", s.network_pool,
               "a network drawn each iteration: needs DISTILLATION.reinit_net=true")
-        check(s.matched_layers == "all" or all(m.family == "convnet" for m in pool), "DISTILLATION",
+        convnets_only = all(m.family == "convnet" for m in pool)
+        check(s.matched_layers == "all" or convnets_only, "DISTILLATION",
               "network_pool", s.network_pool, f"{'/'.join(POOL_FAMILIES)} need DISTILLATION.matched_layers=all")
-        check(s.class_ce == 0 or all(m.family == "convnet" for m in pool), "DISTILLATION", "network_pool",
+        check(s.class_ce == 0 or convnets_only, "DISTILLATION", "network_pool",
               s.network_pool, "DISTILLATION.class_ce reads a ConvNet's classifier: a pool of ConvNets only")
 
 
