@@ -24,6 +24,7 @@ machine's own floor, measured side by side in one run. Prints one JSON object.
 
     .venv/bin/python benchmarks/bench.py --only-architectures [--architectures mlp,lenet] [--quick]
     .venv/bin/python benchmarks/bench.py --only-evaluation [--quick]
+    .venv/bin/python benchmarks/bench.py --only-paths [--quick]
 """
 
 from __future__ import annotations
@@ -297,6 +298,8 @@ def main() -> int:
                    help="only the sgemm speed and the evaluation architectures")
     p.add_argument("--only-evaluation", action="store_true",
                    help="only the GEMM speeds and the evaluation model in fp32 and bf16, eager and compiled")
+    p.add_argument("--only-paths", action="store_true",
+                   help="only the sgemm speed, the two paths (beside the seed's own code) and the configurations")
     p.add_argument("--eval-models", type=int, default=5, help="models per architecture in the loop/batched timing")
     p.add_argument("--seed-git", type=Path, default=SEED_GIT,
                    help="the seed's git dir: its own code is timed beside each path when it exists")
@@ -330,7 +333,7 @@ def main() -> int:
         if me is not None:
             out["configurations"] = {name: bench_distiller(make_distiller(cli, data, device), device, repeats, speed)
                                      for name, cli in CONFIGURATIONS.items()}
-    if not args.only_architectures:
+    if not (args.only_architectures or args.only_paths):
         bf16_speed = sgemm_flops_per_s(device, dtype=torch.bfloat16)  # the bf16 evaluation's floor, only here
         out["bf16_gemm_gflops"] = bf16_speed / 1e9
         epochs = 50 if args.quick else 1000
@@ -341,7 +344,7 @@ def main() -> int:
         out["evaluation_model_compiled"] = bench_evaluation(data, device, epochs, speed, compile_models=True)
         out["evaluation_model_bf16_compiled"] = bench_evaluation(data, device, epochs, speed, "bf16", bf16_speed,
                                                                  compile_models=True)
-    if args.architectures != "none" and not args.only_evaluation:
+    if args.architectures != "none" and not (args.only_evaluation or args.only_paths):
         archs = load_settings(["--architectures", args.architectures]).eval_architectures
         slice_epochs, test_digits = (5, 500) if args.quick else (20, 2000)
         out["evaluation_architectures"] = bench_architectures(data, device, archs, args.eval_models, 1000,

@@ -38,6 +38,12 @@ from distillation_loss import embedding_distance, match_loss
 NUM_CLASSES = 10
 # DISTILLATION.init -> the baseline whose digits it starts from (the noise init has none).
 INIT_DIGITS = {"real": "random-real", "mean": "class-mean", "herding": "herding"}
+# The real batch's side of a match runs in chunks of this many digits on the CPU. Every network here normalises per
+# sample (instance norm, no batch norm) and pools per sample, so the batch's mean-loss gradient is the size-weighted
+# sum of its chunks' and its mean embedding the mean of theirs (equal up to rounding), while a chunk's activations
+# stay in cache where 256 digits' stream through memory: measured one thread, 256 -> 64 digits took a class's real
+# gradients 0.35 -> 0.28 s (ME path) and 0.74 -> 0.62 s (PyTorch path). A GPU wants the whole batch in one pass.
+REAL_CHUNK = 64
 
 
 class DivergedError(RuntimeError):
@@ -105,6 +111,7 @@ class Distiller:
         self.pool = parse_network_pool(settings.network_pool)
         self.member: PoolMember | None = None  # the pool's network now matched in (None: no pool)
         self.settings, self.device, self.generator = settings, device, generator
+        self.real_chunk = REAL_CHUNK if device.type == "cpu" else settings.batch_size
         k = settings.cad_per_class
         # Splatting keeps points within half a cell of the border so no occupancy falls off the grid, and
         # treats real pixels as their cell centres (the binary projection is unchanged either way).
@@ -143,15 +150,26 @@ class Distiller:
         """How far class ``c``'s synthetic clouds are from its real batch, under DISTILLATION.objective."""
         if self.settings.objective == "distribution":
             with torch.no_grad():  # the real side is a constant target
-                emb_real = self.net.embed(self.to_input(real))
+                emb_real = torch.cat([self.net.embed(self.to_input(part)) for part in real.split(self.real_chunk)])
             emb_syn = self.net.embed(self.to_input(syn))
             distance = embedding_distance(emb_syn, emb_real)
             if self.settings.class_ce:
                 distance = distance + self.settings.class_ce * self.class_term(emb_syn, emb_real, c)
             return distance
-        gw_real = [g.detach() for g in self.class_gradients(real, c, create_graph=False)]
+        gw_real = self.real_gradients(real, c)
         gw_syn = self.class_gradients(syn, c, create_graph=True)
         return match_loss(gw_syn, gw_real, self.settings.dist_opt)
+
+    def real_gradients(self, real: torch.Tensor, c: int) -> list[torch.Tensor]:
+        """``class_gradients`` of a real batch (constants), computed ``real_chunk`` digits at a time."""
+        parts = real.split(self.real_chunk)
+        if len(parts) == 1:
+            return [g.detach() for g in self.class_gradients(real, c, create_graph=False)]
+        total = [torch.zeros_like(p) for p in self.matched]
+        for part in parts:
+            for t, g in zip(total, self.class_gradients(part, c, create_graph=False), strict=True):
+                t.add_(g, alpha=len(part) / len(real))
+        return total
 
     def class_term(self, emb_syn: torch.Tensor, emb_real: torch.Tensor, c: int) -> torch.Tensor:
         """IDM's class-aware term: the classifier's cross-entropy on the synthetic embeddings of class ``c``,

@@ -92,6 +92,35 @@ def test_fast_loop_equals_a_literal_per_class_reference(mnist):
     assert not torch.equal(fast.points, small_distiller(mnist).points)  # and the points did move
 
 
+CHUNKED_MODES = {
+    "pytorch": ("--pytorch",),
+    "minkowski": ("--no-pytorch",),
+    "me-convnet-dm": ("--no-pytorch", "--set", "MODEL.network=me-convnet", "--set", "DISTILLATION.splat=true",
+                      "--set", "DISTILLATION.objective=distribution"),
+}
+
+
+@pytest.mark.parametrize("mode", CHUNKED_MODES)
+def test_real_batch_in_chunks_gives_the_one_pass_distance_and_coordinate_gradient(mnist, mode):
+    if mode != "pytorch" and os.environ.get("DD3D_SKIP_MINKOWSKI") == "1":
+        pytest.skip("MinkowskiEngine not installed")
+    one, chunked = small_distiller(mnist, *CHUNKED_MODES[mode]), small_distiller(mnist, *CHUNKED_MODES[mode])
+    one.real_chunk, chunked.real_chunk = 8, 3  # the batch of 8 in one pass, and as 3 + 3 + 2 digits
+    real = one.real.sample(4, 8, torch.Generator().manual_seed(2)) + one.real_offset
+    distances = []
+    for d in (one, chunked):
+        distance = d.class_distance(real, d.points[4:5], 4)
+        distance.backward()
+        distances.append(float(distance.detach()))
+    assert distances[1] == pytest.approx(distances[0], rel=1e-5)
+    assert one.points.grad.abs().max() > 0
+    torch.testing.assert_close(chunked.points.grad, one.points.grad, rtol=1e-4, atol=1e-6)
+    if mode != "me-convnet-dm":  # the chunks' weights matter: the first chunk alone is another target
+        whole, first = one.real_gradients(real, 4), one.real_gradients(real[:3], 4)
+        torch.testing.assert_close(chunked.real_gradients(real, 4), whole, rtol=1e-4, atol=1e-7)
+        assert not torch.allclose(first[-1], whole[-1], rtol=1e-2)
+
+
 def test_fresh_network_each_iteration_is_reproducible(mnist):
     a = small_distiller(mnist, "--set", "DISTILLATION.reinit_net=true", "--distance", "ours")
     b = small_distiller(mnist, "--set", "DISTILLATION.reinit_net=true", "--distance", "ours")
