@@ -38,12 +38,13 @@ from distillation_loss import embedding_distance, match_loss
 NUM_CLASSES = 10
 # DISTILLATION.init -> the baseline whose digits it starts from (the noise init has none).
 INIT_DIGITS = {"real": "random-real", "mean": "class-mean", "herding": "herding"}
-# The real batch's side of a match runs in chunks of this many digits on the CPU. Every network here normalises per
-# sample (instance norm, no batch norm) and pools per sample, so the batch's mean-loss gradient is the size-weighted
-# sum of its chunks' and its mean embedding the mean of theirs (equal up to rounding), while a chunk's activations
-# stay in cache where 256 digits' stream through memory: measured one thread, 256 -> 64 digits took a class's real
-# gradients 0.35 -> 0.28 s (ME path) and 0.74 -> 0.62 s (PyTorch path). A GPU wants the whole batch in one pass.
-REAL_CHUNK = 64
+# The real batch's side of a match and an inner-loop step's batch run in chunks of this many clouds on the CPU.
+# Every network here normalises and pools per sample (instance norm, no batch norm), so a batch's mean-loss gradient
+# is the size-weighted sum of its chunks' and its mean embedding the mean of theirs (equal up to rounding), while a
+# chunk's activations stay in cache where 256 clouds' stream through memory: measured one thread, 256 -> 64 digits
+# took a class's real gradients 0.35 -> 0.28 s (ME path) and 0.74 -> 0.62 s (PyTorch path). A GPU wants the whole
+# batch in one pass.
+CHUNK = 64
 
 
 class DivergedError(RuntimeError):
@@ -111,7 +112,7 @@ class Distiller:
         self.pool = parse_network_pool(settings.network_pool)
         self.member: PoolMember | None = None  # the pool's network now matched in (None: no pool)
         self.settings, self.device, self.generator = settings, device, generator
-        self.real_chunk = REAL_CHUNK if device.type == "cpu" else settings.batch_size
+        self.chunk = CHUNK if device.type == "cpu" else 1 << 30
         k = settings.cad_per_class
         # Splatting keeps points within half a cell of the border so no occupancy falls off the grid, and
         # treats real pixels as their cell centres (the binary projection is unchanged either way).
@@ -150,7 +151,7 @@ class Distiller:
         """How far class ``c``'s synthetic clouds are from its real batch, under DISTILLATION.objective."""
         if self.settings.objective == "distribution":
             with torch.no_grad():  # the real side is a constant target
-                emb_real = torch.cat([self.net.embed(self.to_input(part)) for part in real.split(self.real_chunk)])
+                emb_real = torch.cat([self.net.embed(self.to_input(part)) for part in real.split(self.chunk)])
             emb_syn = self.net.embed(self.to_input(syn))
             distance = embedding_distance(emb_syn, emb_real)
             if self.settings.class_ce:
@@ -161,8 +162,8 @@ class Distiller:
         return match_loss(gw_syn, gw_real, self.settings.dist_opt)
 
     def real_gradients(self, real: torch.Tensor, c: int) -> list[torch.Tensor]:
-        """``class_gradients`` of a real batch (constants), computed ``real_chunk`` digits at a time."""
-        parts = real.split(self.real_chunk)
+        """``class_gradients`` of a real batch (constants), computed ``chunk`` digits at a time."""
+        parts = real.split(self.chunk)
         if len(parts) == 1:
             return [g.detach() for g in self.class_gradients(real, c, create_graph=False)]
         total = [torch.zeros_like(p) for p in self.matched]
@@ -231,26 +232,34 @@ class Distiller:
     def train_network(self, steps: int) -> None:
         """The inner loop: plain SGD steps of the network, points fixed, on the synthetic set (DC, full batch) or
         on random real digits (``inner_data = real``: as many per class and step as the synthetic set holds, so a
-        step costs what DC's does)."""
-        opt = torch.optim.SGD(self.params, lr=self.settings.net_lr)
-        if self.settings.inner_data == "synthetic":  # the points stay put during the loop: one input for all steps
-            inputs, labels = self.to_input(self.points.detach()), self.labels
+        step costs what DC's does). A step's batch runs ``chunk`` clouds at a time, as the real side of a match."""
+        s = self.settings
+        opt = torch.optim.SGD(self.params, lr=s.net_lr)
+        if s.inner_data == "synthetic" and not s.inner_augment:  # the points stay put during the loop
+            fixed = self.chunked_inputs(self.points.detach(), self.labels)
         for _ in range(steps):
-            if self.settings.inner_data == "real":
-                inputs, labels = self.real_batch(self.settings.cad_per_class)
-            elif self.settings.inner_augment:
-                inputs = self.to_input(self.augmented(self.points.detach()))
-            loss = F.cross_entropy(self.net(inputs), labels)
+            if s.inner_data == "real":
+                batches = self.chunked_inputs(*self.real_batch(s.cad_per_class))
+            elif s.inner_augment:
+                batches = self.chunked_inputs(self.augmented(self.points.detach()), self.labels)
+            else:
+                batches = fixed
             opt.zero_grad(set_to_none=True)
-            loss.backward()
+            for inputs, labels, share in batches:  # the batch's mean loss: each chunk's weighted by its share
+                (F.cross_entropy(self.net(inputs), labels) * share).backward()
             opt.step()
 
-    def real_batch(self, per_class: int) -> tuple[Any, torch.Tensor]:
-        """Network input and labels of ``per_class`` random real digits of every class (augmented under
+    def chunked_inputs(self, points: torch.Tensor, labels: torch.Tensor) -> list[tuple[Any, torch.Tensor, float]]:
+        """Network inputs of ``chunk`` clouds at a time, with their labels and their share of the batch."""
+        return [(self.to_input(p), y, len(p) / len(points))
+                for p, y in zip(points.split(self.chunk), labels.split(self.chunk), strict=True)]
+
+    def real_batch(self, per_class: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Points and labels of ``per_class`` random real digits of every class (augmented under
         ``inner_augment``)."""
         points = self.real.per_class(per_class, self.generator).to(self.device) + self.real_offset
         labels = torch.arange(NUM_CLASSES, device=self.device).repeat_interleave(per_class)
-        return self.to_input(self.augmented(points) if self.settings.inner_augment else points), labels
+        return self.augmented(points) if self.settings.inner_augment else points, labels
 
     def augmented(self, points: torch.Tensor) -> torch.Tensor:
         """Clouds [B, N, 3], each moved by its own draw of the match's shift / scale / rotate (the inner loop's

@@ -105,7 +105,7 @@ def test_real_batch_in_chunks_gives_the_one_pass_distance_and_coordinate_gradien
     if mode != "pytorch" and os.environ.get("DD3D_SKIP_MINKOWSKI") == "1":
         pytest.skip("MinkowskiEngine not installed")
     one, chunked = small_distiller(mnist, *CHUNKED_MODES[mode]), small_distiller(mnist, *CHUNKED_MODES[mode])
-    one.real_chunk, chunked.real_chunk = 8, 3  # the batch of 8 in one pass, and as 3 + 3 + 2 digits
+    one.chunk, chunked.chunk = 8, 3  # the batch of 8 in one pass, and as 3 + 3 + 2 digits
     real = one.real.sample(4, 8, torch.Generator().manual_seed(2)) + one.real_offset
     distances = []
     for d in (one, chunked):
@@ -119,6 +119,19 @@ def test_real_batch_in_chunks_gives_the_one_pass_distance_and_coordinate_gradien
         whole, first = one.real_gradients(real, 4), one.real_gradients(real[:3], 4)
         torch.testing.assert_close(chunked.real_gradients(real, 4), whole, rtol=1e-4, atol=1e-7)
         assert not torch.allclose(first[-1], whole[-1], rtol=1e-2)
+
+
+@pytest.mark.parametrize("data", ["synthetic", "real"])
+def test_inner_loop_step_in_chunks_equals_the_one_pass_step(mnist, data):
+    one, chunked = (small_distiller(mnist, "--clouds-per-class", "2", "--set", f"DISTILLATION.inner_data={data}")
+                    for _ in range(2))
+    one.chunk, chunked.chunk = 20, 3  # 20 clouds at once, and as 3 + ... + 2
+    before = copy.deepcopy(one.net)
+    one.train_network(2)
+    chunked.train_network(2)
+    for a, b in zip(one.net.parameters(), chunked.net.parameters(), strict=True):
+        torch.testing.assert_close(b, a, rtol=1e-5, atol=1e-6)
+    assert not torch.equal(one.net.classifier.weight, before.classifier.weight)
 
 
 def test_fresh_network_each_iteration_is_reproducible(mnist):
@@ -180,9 +193,9 @@ def assert_sgd_step_on(mnist, d: Distiller, reference: nn.Module, inputs, labels
 def test_real_inner_loop_takes_sgd_steps_on_random_real_digits_of_every_class(mnist):
     d = small_distiller(mnist, "--set", "DISTILLATION.inner_data=real", "--clouds-per-class", "2")
     reference = step_inner_loop_once(d)
-    inputs, labels = d.real_batch(2)  # the batch the step drew
+    points, labels = d.real_batch(2)  # the batch the step drew
     assert labels.tolist() == [c for c in range(10) for _ in range(2)]
-    assert_sgd_step_on(mnist, d, reference, inputs, labels)
+    assert_sgd_step_on(mnist, d, reference, d.to_input(points), labels)
 
 
 def test_augmented_inner_loop_steps_on_each_step_s_own_draw_of_the_synthetic_clouds(mnist):
