@@ -374,7 +374,8 @@ GRIDS: dict[str, dict[str, list[str]]] = {
         for name, flags, archs in (
             ("10-dm-inner", ["--eval-only", "assets/mnist_10cpc_dm_inner.pt"], "convnet"),
             ("10-dm-inner-mlp-lenet", ["--eval-only", "assets/mnist_10cpc_dm_inner.pt"], "mlp,lenet"),
-            ("herding-10", ["--baseline", "herding", "--clouds-per-class", "10"], "convnet,mlp,lenet"))
+            ("herding-10", ["--baseline", "herding", "--clouds-per-class", "10"], "convnet"),
+            ("herding-10-mlp-lenet", ["--baseline", "herding", "--clouds-per-class", "10"], "mlp,lenet"))
     },
     # The assets (best sets) under the default protocol: 5 fresh models x 1000 epochs.
     "final": {
@@ -398,7 +399,8 @@ ASSETS = {"mnist_1cpc_convnet": ("convnet", "meaninit", 300), "mnist_10cpc_convn
           "mnist_10cpc_dm_inner": ("distribution", "10-dm-inner", 100),
           "mnist_1cpc_dm_inner": ("distribution", "1-dm-inner", 100),
           "mnist_50cpc_dm_inner": ("distribution", "50-dm-inner", 30),
-          "mnist_10cpc_dm_inner_cosine": ("distribution", "10-dm-inner-cosine", 100)}
+          "mnist_10cpc_dm_inner_cosine": ("distribution", "10-dm-inner-cosine", 100),
+          "mnist_1cpc_dm_inner_spread": ("distribution", "1-dm-inner-spread", 100)}
 
 
 @dataclass(frozen=True)
