@@ -163,11 +163,8 @@ class Distiller:
 
     def real_gradients(self, real: torch.Tensor, c: int) -> list[torch.Tensor]:
         """``class_gradients`` of a real batch (constants), computed ``chunk`` digits at a time."""
-        parts = real.split(self.chunk)
-        if len(parts) == 1:
-            return [g.detach() for g in self.class_gradients(real, c, create_graph=False)]
         total = [torch.zeros_like(p) for p in self.matched]
-        for part in parts:
+        for part in real.split(self.chunk):  # one chunk: 0 + g * 1.0, the one-pass gradient exactly
             for t, g in zip(total, self.class_gradients(part, c, create_graph=False), strict=True):
                 t.add_(g, alpha=len(part) / len(real))
         return total
