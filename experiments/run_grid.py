@@ -160,6 +160,8 @@ GRIDS: dict[str, dict[str, list[str]]] = {
         "herding": ["--baseline", "herding", "--architectures", "alexnet"],
         "class-mean": ["--baseline", "class-mean", "--architectures", "alexnet"],
         "random-real": ["--baseline", "random-real", "--architectures", "alexnet"],
+        # The best one-per-class set (`distribution/1-dm-inner-spread`, ASSETS: `mnist_1cpc_dm_inner_spread`).
+        "dm-inner-spread-set": ["--eval-only", "assets/mnist_1cpc_dm_inner_spread.pt", "--architectures", "alexnet"],
     },
     # DC's VGG-11 and ResNet-18 (instance norm, 1 x 28 x 28) on the default command's set and on its start,
     # herding, and on distribution matching's set (`distribution/1-dm`); ~5 and ~10 min per model here, so 2 models
@@ -167,7 +169,8 @@ GRIDS: dict[str, dict[str, list[str]]] = {
     **{arch: {"default-set": ["--eval-only", "assets/mnist_1cpc_herding_init.pt", "--architectures", arch],
               "herding": ["--baseline", "herding", "--architectures", arch],
               "dm-set": ["--eval-only", "assets/mnist_1cpc_dm.pt", "--architectures", arch],
-              "dm-inner-set": ["--eval-only", "assets/mnist_1cpc_dm_inner.pt", "--architectures", arch]}
+              "dm-inner-set": ["--eval-only", "assets/mnist_1cpc_dm_inner.pt", "--architectures", arch],
+              "dm-inner-spread-set": ["--eval-only", "assets/mnist_1cpc_dm_inner_spread.pt", "--architectures", arch]}
        for arch in ("vgg11", "resnet18")},
     # The default command (configs/default.ini: from the herding baseline's digits; the flag keeps the row's
     # meaning should the default change), on every architecture that fits this CPU (compare `default/1cpc`, the
@@ -451,7 +454,7 @@ PLAN: list[tuple[str, list[str] | None, Budget]] = [
     ("default", None, Budget()),
     ("pool", None, Budget()),
     ("normalize", None, Budget()),
-    ("alexnet", None, Budget()),
+    ("alexnet", ["default-set", "herding", "class-mean", "random-real"], Budget()),
     ("herding-init", None, Budget()),
     ("vgg11", ["default-set", "herding", "dm-set"], Budget(eval_models=2)),
     ("resnet18", ["default-set", "herding", "dm-set"], Budget(eval_models=2)),
@@ -487,6 +490,10 @@ PLAN: list[tuple[str, list[str] | None, Budget]] = [
                       "10-dm-inner-cutout"], Budget(100, eval_iterations="100")),
     ("distribution", ["10-dm-inner-ce05", "10-dm-inner-ce2"], Budget(100, eval_iterations="100")),
     ("distribution", ["10-dm-inner-fast"], Budget()),
+    # After 1-dm-inner-spread: its set is the asset mnist_1cpc_dm_inner_spread, on the other three architectures.
+    ("alexnet", ["dm-inner-spread-set"], Budget()),
+    ("vgg11", ["dm-inner-spread-set"], Budget(eval_models=2)),
+    ("resnet18", ["dm-inner-spread-set"], Budget(eval_models=2)),
     ("distribution", ["10-dm-inner-b128"], Budget(100, eval_iterations="100")),
     ("ten-arch", [n for n in GRIDS["ten-arch"] if not n.endswith("-dm-inner-cosine-10")], Budget(eval_models=2)),
     # After distribution/10-dm-inner-cosine: its set is the asset.
