@@ -59,3 +59,12 @@ def match_loss(gw_syn: Sequence[torch.Tensor], gw_real: Sequence[torch.Tensor], 
 def embedding_distance(emb_syn: torch.Tensor, emb_real: torch.Tensor) -> torch.Tensor:
     """DM's distance: squared Euclidean distance between the mean embeddings [B, D] of the two batches."""
     return ((emb_real.mean(0) - emb_syn.mean(0)) ** 2).sum()
+
+
+def layerwise_embedding_distance(layers_syn: Sequence[torch.Tensor], layers_real: Sequence[torch.Tensor]
+                                 ) -> torch.Tensor:
+    """CAFE's layer-wise alignment: ``embedding_distance`` per layer [B, D_l], each scaled by D_last / D_l so
+    that a layer's weight does not grow with its size (the last layer's term is DM's distance itself)."""
+    size = layers_syn[-1].shape[1]
+    return sum(embedding_distance(s, r) * (size / s.shape[1])
+               for s, r in zip(layers_syn, layers_real, strict=True))

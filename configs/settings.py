@@ -36,6 +36,7 @@ EVAL_AUGMENTS = ("dc", "dsa")  # dd3d/augment.py STRATEGIES
 NORMS = ("instance", "none")
 # What the synthetic clouds match: the gradients real digits induce (DC) or their mean embedding (DM).
 OBJECTIVES = ("gradient", "distribution")
+DM_LAYERS = ("last", "all")
 INNER_DATA = ("synthetic", "real")
 
 
@@ -124,6 +125,7 @@ class Settings:
     augment_kinds: str
     objective: str
     class_ce: float
+    dm_layers: str
     network_pool: str
     reinit_net: bool
     outer_loop: int
@@ -220,6 +222,7 @@ SCHEMA: dict[str, dict[str, tuple[str, str]]] = {
         "augment_kinds": ("augment_kinds", _RAW),
         "objective": ("objective", _STR),
         "class_ce": ("class_ce", _FLOAT),
+        "dm_layers": ("dm_layers", _STR),
         "network_pool": ("network_pool", _STR),
         "reinit_net": ("reinit_net", _BOOL),
         "outer_loop": ("outer_loop", _INT),
@@ -541,6 +544,9 @@ def _validate(s: Settings) -> None:
     check(s.class_ce >= 0, "DISTILLATION", "class_ce", s.class_ce, ">= 0")
     check(s.class_ce == 0 or s.objective == "distribution", "DISTILLATION", "class_ce", s.class_ce,
           "a classification term beside the embeddings: needs DISTILLATION.objective=distribution")
+    check(s.dm_layers in DM_LAYERS, "DISTILLATION", "dm_layers", s.dm_layers, "/".join(DM_LAYERS))
+    check(s.dm_layers == "last" or s.objective == "distribution", "DISTILLATION", "dm_layers", s.dm_layers,
+          "every block's embedding: needs DISTILLATION.objective=distribution")
     if pool := parse_network_pool(s.network_pool):
         check(s.network in ("convnet", "me-convnet"), "DISTILLATION", "network_pool", s.network_pool,
               "a network pool: needs MODEL.network convnet or me-convnet")
@@ -551,6 +557,8 @@ def _validate(s: Settings) -> None:
               "network_pool", s.network_pool, f"{'/'.join(POOL_FAMILIES)} need DISTILLATION.matched_layers=all")
         check(s.class_ce == 0 or convnets_only, "DISTILLATION", "network_pool",
               s.network_pool, "DISTILLATION.class_ce reads a ConvNet's classifier: a pool of ConvNets only")
+        check(s.dm_layers == "last" or convnets_only, "DISTILLATION", "network_pool",
+              s.network_pool, "DISTILLATION.dm_layers=all reads a ConvNet's blocks: a pool of ConvNets only")
 
 
 def _raw_from_saved(saved: dict[str, Any]) -> dict[str, dict[str, str]]:
@@ -634,7 +642,8 @@ KEYS_ADDED_LATER = {"network": "seed", "matched_layers": "all", "halo": 1, "augm
                     "objective": "gradient", "eval_precision": "fp32",
                     "eval_compile": False, "inner_data": "synthetic", "inner_augment": False,
                     "augment_kinds": "shift,scale,rotate", "eval_augment_strategy": "dc",
-                    "init_spread": 0.0, "class_ce": 0.0}
+                    "init_spread": 0.0, "class_ce": 0.0,
+                    "dm_layers": "last"}
 
 
 def check_resumable(saved: dict[str, Any], settings: Settings) -> None:

@@ -33,7 +33,7 @@ from dd3d.pointsets import (
     spread_padding,
     transform_points,
 )
-from distillation_loss import embedding_distance, match_loss
+from distillation_loss import layerwise_embedding_distance, match_loss
 
 NUM_CLASSES = 10
 # DISTILLATION.init -> the baseline whose digits it starts from (the noise init has none).
@@ -151,15 +151,20 @@ class Distiller:
         """How far class ``c``'s synthetic clouds are from its real batch, under DISTILLATION.objective."""
         if self.settings.objective == "distribution":
             with torch.no_grad():  # the real side is a constant target
-                emb_real = torch.cat([self.net.embed(self.to_input(part)) for part in real.split(self.chunk)])
-            emb_syn = self.net.embed(self.to_input(syn))
-            distance = embedding_distance(emb_syn, emb_real)
+                per_chunk = [self.embeddings(self.to_input(part)) for part in real.split(self.chunk)]
+                layers_real = [torch.cat(parts) for parts in zip(*per_chunk, strict=True)]
+            layers_syn = self.embeddings(self.to_input(syn))
+            distance = layerwise_embedding_distance(layers_syn, layers_real)
             if self.settings.class_ce:
-                distance = distance + self.settings.class_ce * self.class_term(emb_syn, emb_real, c)
+                distance = distance + self.settings.class_ce * self.class_term(layers_syn[-1], layers_real[-1], c)
             return distance
         gw_real = self.real_gradients(real, c)
         gw_syn = self.class_gradients(syn, c, create_graph=True)
         return match_loss(gw_syn, gw_real, self.settings.dist_opt)
+
+    def embeddings(self, x: Any) -> list[torch.Tensor]:
+        """What DM matches of input ``x``: the last embedding alone, or every block's (DISTILLATION.dm_layers)."""
+        return self.net.embed_layers(x) if self.settings.dm_layers == "all" else [self.net.embed(x)]
 
     def real_gradients(self, real: torch.Tensor, c: int) -> list[torch.Tensor]:
         """``class_gradients`` of a real batch (constants), computed ``chunk`` digits at a time."""

@@ -12,6 +12,7 @@ loss back to the points.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -264,9 +265,10 @@ class MEConvNet(ConvNet):
         self.blocks = [tuple(self.features[4 * d:4 * d + 2]) for d in range(depth)]
         self.final_size = CONVNET_DOMAIN >> depth
 
-    def _final_features(self, x: SparseBatch) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor | None]:
-        """The last block's present voxels: features [V, C], sample [V], cell (row * S + column) [V], and the
-        background [B, C] every absent cell holds (None when absent voxels are skipped: they hold 0)."""
+    def _blocks(self, x: SparseBatch) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor | None]]:
+        """Each block's present output voxels in turn: features [V, C], sample [V], cell (row * S + column on
+        that block's S x S grid) [V], and the background [B, C] every absent cell holds (None when absent voxels
+        are skipped: they hold 0)."""
         device = x.features.device
         manager, key = x.sparse.coordinate_manager, x.sparse.coordinate_map_key
         coords, feats, stride = x.sparse.C.long(), x.features, 1
@@ -294,18 +296,33 @@ class MEConvNet(ConvNet):
             feats = (background_avg_pool(feats, background, out_coords[:, 0].to(device), pmap) if self.background
                      else sparse_avg_pool(feats, pmap))
             key, coords, stride = out_key, out_coords, stride * 2
-        coords = coords.to(device)
-        cell = (coords[:, 2] // stride) * self.final_size + coords[:, 3] // stride
-        return feats, coords[:, 0], cell, background if self.background else None
+            on_grid = coords.to(device)
+            cell = (on_grid[:, 2] // stride) * (CONVNET_DOMAIN // stride) + on_grid[:, 3] // stride
+            yield feats, on_grid[:, 0], cell, background if self.background else None
+
+    def _final_features(self, x: SparseBatch) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """``_blocks``' last block: the voxels the classifier reads."""
+        *_, last = self._blocks(x)
+        return last
+
+    @staticmethod
+    def _dense(feats: torch.Tensor, sample: torch.Tensor, cell: torch.Tensor, background: torch.Tensor | None,
+               batch_size: int, cells: int) -> torch.Tensor:
+        """The dense [B, C * cells] features (channel-major, as ``flatten`` of [B, C, S, S]), absent cells holding
+        the background (or 0)."""
+        # [B, cells, C] so that (sample, cell) picks a feature row; out-of-place index_put keeps autograd simple.
+        dense = (feats.new_zeros(batch_size, cells, feats.shape[1]) if background is None
+                 else background[:, None, :].expand(-1, cells, -1))
+        return dense.index_put((sample, cell), feats).transpose(1, 2).flatten(1)
 
     def embed(self, x: SparseBatch) -> torch.Tensor:  # type: ignore[override]
         """``ConvNet.embed``: the dense [B, C * S * S] features, absent cells holding the background (or 0)."""
-        feats, sample, cell, background = self._final_features(x)
-        cells = self.final_size ** 2
-        # [B, cells, C] so that (sample, cell) picks a feature row; out-of-place index_put keeps autograd simple.
-        dense = (feats.new_zeros(x.batch_size, cells, feats.shape[1]) if background is None
-                 else background[:, None, :].expand(-1, cells, -1))
-        return dense.index_put((sample, cell), feats).transpose(1, 2).flatten(1)
+        return self._dense(*self._final_features(x), x.batch_size, self.final_size ** 2)
+
+    def embed_layers(self, x: SparseBatch) -> list[torch.Tensor]:  # type: ignore[override]
+        """``ConvNet.embed_layers``: every block's dense output, first to last."""
+        return [self._dense(*block, x.batch_size, (CONVNET_DOMAIN >> (d + 1)) ** 2)
+                for d, block in enumerate(self._blocks(x))]
 
     def forward(self, x: SparseBatch) -> torch.Tensor:  # type: ignore[override]
         feats, sample, cell, background = self._final_features(x)

@@ -104,6 +104,14 @@ class ConvNet(nn.Module):
         """The features the classifier reads, [B, width * S * S] (DM's embedding)."""
         return self.features(x).flatten(1)
 
+    def embed_layers(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """Every block's output, [B, width * S_d * S_d] each, first to last (the last is ``embed``)."""
+        layers = []
+        for d in range(0, len(self.features), 4):  # conv, norm, ReLU, pool
+            x = self.features[d:d + 4](x)
+            layers.append(x.flatten(1))
+        return layers
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.classifier(self.embed(x))
 

@@ -42,6 +42,14 @@ def test_full_halo_equals_the_dense_convnet_values_and_point_gradients(absent, n
     assert torch.allclose(emb_sparse, emb_dense, atol=1e-4, rtol=1e-4)
     [e_dense], [e_sparse] = (torch.autograd.grad(e.mean(0).square().sum(), pts) for e in (emb_dense, emb_sparse))
     assert e_dense.abs().max() > 0 and torch.allclose(e_sparse, e_dense, atol=1e-5, rtol=1e-3)
+    # Every block's output (CAFE's layer-wise alignment): the same dense features, the last one the embedding.
+    layers_dense = dense.embed_layers(create_dense_splat(pts))
+    layers_sparse = sparse.embed_layers(create_splat_halo_batch(pts, FULL_HALO))
+    assert [e.shape[1] for e in layers_sparse] == [e.shape[1] for e in layers_dense] == [16 * 16 * 16, 16 * 8 * 8,
+                                                                                          16 * 4 * 4]
+    assert torch.equal(layers_dense[-1], emb_dense) and torch.allclose(layers_sparse[-1], emb_sparse, atol=1e-6)
+    for e_sparse, e_dense in zip(layers_sparse, layers_dense, strict=True):
+        assert torch.allclose(e_sparse, e_dense, atol=1e-4, rtol=1e-4)
 
 
 def test_halo_adds_empty_voxels_around_the_splat_inside_the_domain():

@@ -313,6 +313,35 @@ def test_class_term_adds_the_synthetic_cross_entropy_weighted_by_the_real_accura
         assert float(weighted.class_distance(real, syn, c).detach()) == pytest.approx(expected, rel=1e-5)
 
 
+@pytest.mark.parametrize("network", ["convnet", "me-convnet"])
+def test_layerwise_distribution_matching_adds_every_block_scaled_to_the_last(mnist, network):
+    if network == "me-convnet" and os.environ.get("DD3D_SKIP_MINKOWSKI") == "1":
+        pytest.skip("MinkowskiEngine not installed")
+    flags = ["--no-pytorch" if network == "me-convnet" else "--pytorch", "--set", f"MODEL.network={network}",
+             "--set", "DISTILLATION.splat=true", "--set", "DISTILLATION.init=mean", "--clouds-per-class", "2",
+             "--set", "DISTILLATION.objective=distribution"]
+    last = small_distiller(mnist, *flags)
+    layered = small_distiller(mnist, *flags, "--set", "DISTILLATION.dm_layers=all")
+    layered.net.load_state_dict(last.net.state_dict())
+    layered.chunk = 3  # the real side's blocks, each concatenated over chunks of 3 + 3 + 2 digits
+    real = last.real.sample(3, 8, torch.Generator().manual_seed(3)) + last.real_offset
+    syn = last.points[6:8].detach().clone().requires_grad_()
+    with torch.no_grad():
+        blocks_real = last.net.embed_layers(last.to_input(real))
+        blocks_syn = last.net.embed_layers(last.to_input(syn))
+    terms = [float(((r.mean(0) - s.mean(0)) ** 2).sum()) for r, s in zip(blocks_real, blocks_syn, strict=True)]
+    sizes = [e.shape[1] for e in blocks_syn]
+    assert len(terms) == 3 and sizes[0] == 4 * sizes[1] == 16 * sizes[2] and min(terms) > 0
+    expected = sum(t * sizes[-1] / size for t, size in zip(terms, sizes, strict=True))
+    distance = layered.class_distance(real, syn, 3)
+    assert float(distance.detach()) == pytest.approx(expected, rel=1e-5)
+    assert float(last.class_distance(real, syn, 3).detach()) == pytest.approx(terms[-1], rel=1e-5)
+    # The early blocks reach the coordinates too: the layered gradient is not the last block's.
+    [g_layered] = torch.autograd.grad(distance, syn)
+    [g_last] = torch.autograd.grad(last.class_distance(real, syn, 3), syn)
+    assert not torch.allclose(g_layered, g_last, rtol=1e-2)
+
+
 def test_network_pool_draws_a_member_each_iteration_without_changing_the_real_batches(mnist):
     flags = ["--set", "MODEL.network=convnet", "--set", "DISTILLATION.splat=true", "--set", "DISTILLATION.init=mean",
              "--set", "DISTILLATION.reinit_net=true", "--distance", "ours"]
