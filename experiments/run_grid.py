@@ -303,6 +303,9 @@ GRIDS: dict[str, dict[str, list[str]]] = {
                                          "mlp,lenet"],
         "1-dm-inner-spread": [*DM_INNER, "--set", "DISTILLATION.init_spread=0.25", "--architectures",
                               "convnet,mlp,lenet"],
+        # The same with CAFE's layer-wise alignment (compare `10-dm-inner-layers`).
+        "1-dm-inner-spread-layers": [*DM_INNER, "--set", "DISTILLATION.init_spread=0.25", "--set",
+                                     "DISTILLATION.dm_layers=all", "--architectures", "convnet,mlp,lenet"],
         # Its set (ASSETS: `mnist_10cpc_dm_inner`) by the full protocol, as two runs to use both cores.
         "10-dm-inner-full": ["--eval-only", "assets/mnist_10cpc_dm_inner.pt", "--architectures", "convnet"],
         "10-dm-inner-full-mlp-lenet": ["--eval-only", "assets/mnist_10cpc_dm_inner.pt", "--architectures", "mlp,lenet"],
@@ -499,7 +502,7 @@ PLAN: list[tuple[str, list[str] | None, Budget]] = [
     ("vgg11", ["dm-inner-spread-set"], Budget(eval_models=2)),
     ("resnet18", ["dm-inner-spread-set"], Budget(eval_models=2)),
     ("distribution", ["10-dm-inner-b128"], Budget(100, eval_iterations="100")),
-    ("distribution", ["10-dm-inner-layers"], Budget(100, eval_iterations="100")),
+    ("distribution", ["10-dm-inner-layers", "1-dm-inner-spread-layers"], Budget(100, eval_iterations="100")),
     ("ten-arch", [n for n in GRIDS["ten-arch"] if not n.endswith("-dm-inner-cosine-10")], Budget(eval_models=2)),
     # After distribution/10-dm-inner-cosine: its set is the asset.
     ("ten-arch", [n for n in GRIDS["ten-arch"] if n.endswith("-dm-inner-cosine-10")], Budget(eval_models=2)),
