@@ -168,6 +168,8 @@ GRIDS: dict[str, dict[str, list[str]]] = {
     # (PLAN).
     **{arch: {"default-set": ["--eval-only", "assets/mnist_1cpc_herding_init.pt", "--architectures", arch],
               "herding": ["--baseline", "herding", "--architectures", arch],
+              "class-mean": ["--baseline", "class-mean", "--architectures", arch],
+              "random-real": ["--baseline", "random-real", "--architectures", arch],
               "dm-set": ["--eval-only", "assets/mnist_1cpc_dm.pt", "--architectures", arch],
               "dm-inner-set": ["--eval-only", "assets/mnist_1cpc_dm_inner.pt", "--architectures", arch],
               "dm-inner-spread-set": ["--eval-only", "assets/mnist_1cpc_dm_inner_spread.pt", "--architectures", arch]}
@@ -501,6 +503,9 @@ PLAN: list[tuple[str, list[str] | None, Budget]] = [
     ("alexnet", ["dm-inner-spread-set"], Budget()),
     ("vgg11", ["dm-inner-spread-set"], Budget(eval_models=2)),
     ("resnet18", ["dm-inner-spread-set"], Budget(eval_models=2)),
+    # The other two baselines of one cloud per class on the two architectures (the `alexnet` grid has all three).
+    ("vgg11", ["class-mean", "random-real"], Budget(eval_models=2)),
+    ("resnet18", ["class-mean", "random-real"], Budget(eval_models=2)),
     ("distribution", ["10-dm-inner-b128"], Budget(100, eval_iterations="100")),
     ("distribution", ["10-dm-inner-layers", "1-dm-inner-spread-layers"], Budget(100, eval_iterations="100")),
     ("ten-arch", [n for n in GRIDS["ten-arch"] if not n.endswith("-dm-inner-cosine-10")], Budget(eval_models=2)),
