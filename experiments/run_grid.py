@@ -164,8 +164,8 @@ GRIDS: dict[str, dict[str, list[str]]] = {
         "dm-inner-spread-set": ["--eval-only", "assets/mnist_1cpc_dm_inner_spread.pt", "--architectures", "alexnet"],
     },
     # DC's VGG-11 and ResNet-18 (instance norm, 1 x 28 x 28) on the default command's set and on its start,
-    # herding, and on distribution matching's set (`distribution/1-dm`); ~5 and ~10 min per model here, so 2 models
-    # (PLAN).
+    # herding, on the other two baselines, and on distribution matching's sets (`distribution/1-dm`, `1-dm-inner`,
+    # `1-dm-inner-spread`); ~5 and ~10 min per model here, so 2 models (PLAN).
     **{arch: {"default-set": ["--eval-only", "assets/mnist_1cpc_herding_init.pt", "--architectures", arch],
               "herding": ["--baseline", "herding", "--architectures", arch],
               "class-mean": ["--baseline", "class-mean", "--architectures", arch],
