@@ -308,10 +308,6 @@ GRIDS: dict[str, dict[str, list[str]]] = {
                                          "mlp,lenet"],
         "1-dm-inner-spread": [*DM_INNER, "--set", "DISTILLATION.init_spread=0.25", "--architectures",
                               "convnet,mlp,lenet"],
-        # The same with another distillation seed (fresh networks, real batches, augmentation draws and spread
-        # offsets; the same herding start): how much of 91.82 % one run gives.
-        "1-dm-inner-spread-seed1": [*DM_INNER, "--set", "DISTILLATION.init_spread=0.25", "--set", "DEFAULT.seed=1",
-                                    "--architectures", "convnet,mlp,lenet"],
         # The same with CAFE's layer-wise alignment (compare `10-dm-inner-layers`).
         "1-dm-inner-spread-layers": [*DM_INNER, "--set", "DISTILLATION.init_spread=0.25", "--set",
                                      "DISTILLATION.dm_layers=all", "--architectures", "convnet,mlp,lenet"],
@@ -515,7 +511,7 @@ PLAN: list[tuple[str, list[str] | None, Budget]] = [
     ("resnet18", ["class-mean", "random-real"], Budget(eval_models=2)),
     ("distribution", ["10-dm-inner-b128"], Budget(100, eval_iterations="100")),
     ("distribution", ["10-dm-inner-layers", "1-dm-inner-spread-layers"], Budget(100, eval_iterations="100")),
-    ("distribution", ["10-dm-inner-seed2", "1-dm-inner-spread-seed1"], Budget(100, eval_iterations="100")),
+    ("distribution", ["10-dm-inner-seed2"], Budget(100, eval_iterations="100")),
     ("ten-arch", [n for n in GRIDS["ten-arch"] if not n.endswith("-dm-inner-cosine-10")], Budget(eval_models=2)),
     # After distribution/10-dm-inner-cosine: its set is the asset.
     ("ten-arch", [n for n in GRIDS["ten-arch"] if n.endswith("-dm-inner-cosine-10")], Budget(eval_models=2)),
