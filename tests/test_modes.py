@@ -288,16 +288,21 @@ def test_distribution_matching_moves_the_points_towards_the_real_mean_embedding(
     assert stats.grad_abs_mean > 0 and stats.displacement > 0 and len(stats.per_class) == 10
 
 
-@pytest.mark.parametrize("network", ["convnet", "me-convnet"])
-def test_class_term_adds_the_synthetic_cross_entropy_weighted_by_the_real_accuracy(mnist, network):
+def distribution_pair(mnist, network: str, *variant: str) -> tuple[Distiller, Distiller]:
+    """Two DM distillers (2 clouds per class) in ``network``: plain, and with ``variant``'s flags and its weights."""
     if network == "me-convnet" and os.environ.get("DD3D_SKIP_MINKOWSKI") == "1":
         pytest.skip("MinkowskiEngine not installed")
     flags = ["--no-pytorch" if network == "me-convnet" else "--pytorch", "--set", f"MODEL.network={network}",
              "--set", "DISTILLATION.splat=true", "--set", "DISTILLATION.init=mean", "--clouds-per-class", "2",
              "--set", "DISTILLATION.objective=distribution"]
-    plain = small_distiller(mnist, *flags)
-    weighted = small_distiller(mnist, *flags, "--set", "DISTILLATION.class_ce=0.5")
-    weighted.net.load_state_dict(plain.net.state_dict())
+    plain, other = small_distiller(mnist, *flags), small_distiller(mnist, *flags, *variant)
+    other.net.load_state_dict(plain.net.state_dict())
+    return plain, other
+
+
+@pytest.mark.parametrize("network", ["convnet", "me-convnet"])
+def test_class_term_adds_the_synthetic_cross_entropy_weighted_by_the_real_accuracy(mnist, network):
+    plain, weighted = distribution_pair(mnist, network, "--set", "DISTILLATION.class_ce=0.5")
     for d in (plain, weighted):  # real digits are mostly called 3: accuracy > 0 on class 3, 0 on class 5
         with torch.no_grad():
             d.net.classifier.bias[3] += 5
@@ -315,14 +320,7 @@ def test_class_term_adds_the_synthetic_cross_entropy_weighted_by_the_real_accura
 
 @pytest.mark.parametrize("network", ["convnet", "me-convnet"])
 def test_layerwise_distribution_matching_adds_every_block_scaled_to_the_last(mnist, network):
-    if network == "me-convnet" and os.environ.get("DD3D_SKIP_MINKOWSKI") == "1":
-        pytest.skip("MinkowskiEngine not installed")
-    flags = ["--no-pytorch" if network == "me-convnet" else "--pytorch", "--set", f"MODEL.network={network}",
-             "--set", "DISTILLATION.splat=true", "--set", "DISTILLATION.init=mean", "--clouds-per-class", "2",
-             "--set", "DISTILLATION.objective=distribution"]
-    last = small_distiller(mnist, *flags)
-    layered = small_distiller(mnist, *flags, "--set", "DISTILLATION.dm_layers=all")
-    layered.net.load_state_dict(last.net.state_dict())
+    last, layered = distribution_pair(mnist, network, "--set", "DISTILLATION.dm_layers=all")
     layered.chunk = 3  # the real side's blocks, each concatenated over chunks of 3 + 3 + 2 digits
     real = last.real.sample(3, 8, torch.Generator().manual_seed(3)) + last.real_offset
     syn = last.points[6:8].detach().clone().requires_grad_()
