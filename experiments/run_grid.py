@@ -269,6 +269,11 @@ GRIDS: dict[str, dict[str, list[str]]] = {
         # last's; the first block's are local-pattern statistics of the image, which the MLP and LeNet (below herding's
         # digits with the last block alone) read. bf16 + compile evaluation: compare `10-dm-inner-fast`.
         "10-dm-inner-layers": herding_10(*DM_INNER, "--set", "DISTILLATION.dm_layers=all", *FAST_EVALUATION),
+        # Half the matches in a ConvNet without normalisation (DISTILLATION.network_pool): the MLP, LeNet and AlexNet
+        # have no instance norm and read absolute intensities, where the set is below herding's digits; features of an
+        # un-normalised network also weigh a stroke's mass, which instance norm divides out. bf16 + compile evaluation.
+        "10-dm-inner-norms": herding_10(*DM_INNER, "--set", "DISTILLATION.network_pool=128x3,128x3-none",
+                                        *FAST_EVALUATION),
         # Twice the constant step (0.1 pixel): the cosine and annealed runs, which moved the points less, lost on the
         # ConvNet and gained on the MLP; does moving them more gain on the ConvNet? Full protocol.
         "10-dm-inner-lr01": herding_10(*DM_INNER, "--set", "MODEL.dist_lr=0.1"),
@@ -311,6 +316,9 @@ GRIDS: dict[str, dict[str, list[str]]] = {
         # The same with CAFE's layer-wise alignment (compare `10-dm-inner-layers`).
         "1-dm-inner-spread-layers": [*DM_INNER, "--set", "DISTILLATION.init_spread=0.25", "--set",
                                      "DISTILLATION.dm_layers=all", "--architectures", "convnet,mlp,lenet"],
+        # The same with half the matches in an un-normalised ConvNet (compare `10-dm-inner-norms`).
+        "1-dm-inner-spread-norms": [*DM_INNER, "--set", "DISTILLATION.init_spread=0.25", "--set",
+                                    "DISTILLATION.network_pool=128x3,128x3-none", "--architectures", "convnet,mlp,lenet"],
         # Its set (ASSETS: `mnist_10cpc_dm_inner`) by the full protocol, as two runs to use both cores.
         "10-dm-inner-full": ["--eval-only", "assets/mnist_10cpc_dm_inner.pt", "--architectures", "convnet"],
         "10-dm-inner-full-mlp-lenet": ["--eval-only", "assets/mnist_10cpc_dm_inner.pt", "--architectures", "mlp,lenet"],
@@ -512,6 +520,7 @@ PLAN: list[tuple[str, list[str] | None, Budget]] = [
     ("distribution", ["10-dm-inner-b128"], Budget(100, eval_iterations="100")),
     ("distribution", ["10-dm-inner-layers", "1-dm-inner-spread-layers"], Budget(100, eval_iterations="100")),
     ("distribution", ["10-dm-inner-seed2"], Budget(100, eval_iterations="100")),
+    ("distribution", ["10-dm-inner-norms", "1-dm-inner-spread-norms"], Budget(100, eval_iterations="100")),
     ("ten-arch", [n for n in GRIDS["ten-arch"] if not n.endswith("-dm-inner-cosine-10")], Budget(eval_models=2)),
     # After distribution/10-dm-inner-cosine: its set is the asset.
     ("ten-arch", [n for n in GRIDS["ten-arch"] if n.endswith("-dm-inner-cosine-10")], Budget(eval_models=2)),
