@@ -162,6 +162,9 @@ GRIDS: dict[str, dict[str, list[str]]] = {
         "random-real": ["--baseline", "random-real", "--architectures", "alexnet"],
         # The best one-per-class set (`distribution/1-dm-inner-spread`, ASSETS: `mnist_1cpc_dm_inner_spread`).
         "dm-inner-spread-set": ["--eval-only", "assets/mnist_1cpc_dm_inner_spread.pt", "--architectures", "alexnet"],
+        # Its second distillation seed (`distribution/1-dm-inner-spread-seed1`, ASSETS).
+        "dm-inner-spread-seed1-set": ["--eval-only", "assets/mnist_1cpc_dm_inner_spread_seed1.pt", "--architectures",
+                                      "alexnet"],
     },
     # DC's VGG-11 and ResNet-18 (instance norm, 1 x 28 x 28) on the default command's set and on its start,
     # herding, on the other two baselines, and on distribution matching's sets (`distribution/1-dm`, `1-dm-inner`,
@@ -172,7 +175,9 @@ GRIDS: dict[str, dict[str, list[str]]] = {
               "random-real": ["--baseline", "random-real", "--architectures", arch],
               "dm-set": ["--eval-only", "assets/mnist_1cpc_dm.pt", "--architectures", arch],
               "dm-inner-set": ["--eval-only", "assets/mnist_1cpc_dm_inner.pt", "--architectures", arch],
-              "dm-inner-spread-set": ["--eval-only", "assets/mnist_1cpc_dm_inner_spread.pt", "--architectures", arch]}
+              "dm-inner-spread-set": ["--eval-only", "assets/mnist_1cpc_dm_inner_spread.pt", "--architectures", arch],
+              "dm-inner-spread-seed1-set": ["--eval-only", "assets/mnist_1cpc_dm_inner_spread_seed1.pt",
+                                            "--architectures", arch]}
        for arch in ("vgg11", "resnet18")},
     # The default command (configs/default.ini: from the herding baseline's digits; the flag keeps the row's
     # meaning should the default change), on every architecture that fits this CPU (compare `default/1cpc`, the
@@ -432,7 +437,8 @@ ASSETS = {"mnist_1cpc_convnet": ("convnet", "meaninit", 300), "mnist_10cpc_convn
           "mnist_1cpc_dm_inner": ("distribution", "1-dm-inner", 100),
           "mnist_50cpc_dm_inner": ("distribution", "50-dm-inner", 30),
           "mnist_10cpc_dm_inner_cosine": ("distribution", "10-dm-inner-cosine", 100),
-          "mnist_1cpc_dm_inner_spread": ("distribution", "1-dm-inner-spread", 100)}
+          "mnist_1cpc_dm_inner_spread": ("distribution", "1-dm-inner-spread", 100),
+          "mnist_1cpc_dm_inner_spread_seed1": ("distribution", "1-dm-inner-spread-seed1", 100)}
 
 
 @dataclass(frozen=True)
@@ -531,6 +537,10 @@ PLAN: list[tuple[str, list[str] | None, Budget]] = [
     ("distribution", ["10-dm-inner-seed2"], Budget(100, eval_iterations="100")),
     ("distribution", ["10-dm-inner-norms", "1-dm-inner-spread-norms"], Budget(100, eval_iterations="100")),
     ("distribution", ["10-dm-inner-seed3", "1-dm-inner-spread-seed1"], Budget(100, eval_iterations="100")),
+    # After 1-dm-inner-spread-seed1: its set is the asset mnist_1cpc_dm_inner_spread_seed1.
+    ("alexnet", ["dm-inner-spread-seed1-set"], Budget()),
+    ("vgg11", ["dm-inner-spread-seed1-set"], Budget(eval_models=2)),
+    ("resnet18", ["dm-inner-spread-seed1-set"], Budget(eval_models=2)),
     ("ten-arch", [n for n in GRIDS["ten-arch"] if not n.endswith("-dm-inner-cosine-10")], Budget(eval_models=2)),
     # After distribution/10-dm-inner-cosine: its set is the asset.
     ("ten-arch", [n for n in GRIDS["ten-arch"] if n.endswith("-dm-inner-cosine-10")], Budget(eval_models=2)),
