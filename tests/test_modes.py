@@ -113,8 +113,11 @@ def test_real_batch_in_chunks_gives_the_one_pass_distance_and_coordinate_gradien
         distance.backward()
         distances.append(float(distance.detach()))
     assert distances[1] == pytest.approx(distances[0], rel=1e-5)
-    assert one.points.grad.abs().max() > 0
-    torch.testing.assert_close(chunked.points.grad, one.points.grad, rtol=1e-4, atol=1e-6)
+    scale = float(one.points.grad.abs().max())
+    assert scale > 0
+    # float32 sums in another order: an element near cancellation can differ by ~3e-7 of the largest one
+    # (seen once: 6.7e-6 of 21 in the DM mode).
+    torch.testing.assert_close(chunked.points.grad, one.points.grad, rtol=1e-4, atol=2e-6 * scale)
     if mode != "me-convnet-dm":  # the chunks' weights matter: the first chunk alone is another target
         whole, first = one.real_gradients(real, 4), one.real_gradients(real[:3], 4)
         torch.testing.assert_close(chunked.real_gradients(real, 4), whole, rtol=1e-4, atol=1e-7)
