@@ -643,7 +643,7 @@ KEYS_ADDED_LATER = {"network": "seed", "matched_layers": "all", "halo": 1, "augm
                     "eval_compile": False, "inner_data": "synthetic", "inner_augment": False,
                     "augment_kinds": "shift,scale,rotate", "eval_augment_strategy": "dc",
                     "init_spread": 0.0, "class_ce": 0.0,
-                    "dm_layers": "last"}
+                    "dm_layers": "last", "dist_lr_schedule": "constant"}
 
 
 def check_resumable(saved: dict[str, Any], settings: Settings) -> None:

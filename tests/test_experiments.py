@@ -48,6 +48,22 @@ def test_every_committed_result_has_the_settings_its_command_gives_now():
         assert not differ, (folder.name, differ)
 
 
+def test_every_committed_distillation_would_resume_under_its_command():
+    """A key added after a run was made has its old default in KEYS_ADDED_LATER, so the run's checkpoint resumes."""
+    import shlex
+
+    from configs.settings import check_resumable
+
+    distilled = [(folder, r) for folder, r in run_grid.finished_runs()
+                 if not {"--eval-only", "--baseline"} & set(shlex.split(r["command"]))]
+    assert any("dist_lr_schedule" not in r["settings"] for _, r in distilled)  # runs older than that key
+    for _, r in distilled:
+        args = shlex.split(r["command"])[2:]
+        if "--resume" in args:
+            del args[args.index("--resume"):args.index("--resume") + 2]
+        check_resumable(r["settings"], load_settings(args))
+
+
 def test_table_has_one_row_per_result_with_its_command():
     rows = table().splitlines()[2:]
     assert len(rows) == len(run_grid.finished_runs())
@@ -113,3 +129,23 @@ def test_a_longer_budget_continues_the_shorter_run(tmp_path, monkeypatch):
     state["evaluations"] = [e for e in state["evaluations"] if e["iteration"] != 3]
     torch.save(state, checkpoint)
     assert run_grid.resumable("g", "tiny", command("g", "tiny", flags, Budget(3, 5, 2))) == shorter
+
+
+def test_average_sets_writes_the_mean_of_one_modes_sets_and_refuses_two_modes(tmp_path):
+    from experiments import average_sets
+
+    labels = torch.arange(10).repeat_interleave(2)
+    settings = {"seed": 0, "init": "herding", "dist_lr": 0.05}
+    a = {"points": torch.rand(20, 7, 3) * 27, "labels": labels, "iteration": 100, "settings": settings}
+    b = {**a, "points": torch.rand(20, 7, 3) * 27, "settings": {**settings, "seed": 2}}
+    torch.save(a, tmp_path / "a.pt")
+    torch.save(b, tmp_path / "b.pt")
+    assert average_sets.main([str(tmp_path / "soup.pt"), str(tmp_path / "a.pt"), str(tmp_path / "b.pt")]) == 0
+    soup = torch.load(tmp_path / "soup.pt", weights_only=True)
+    assert torch.allclose(soup["points"], (a["points"] + b["points"]) / 2)
+    assert torch.equal(soup["labels"], labels) and soup["iteration"] == 100
+    assert soup["averaged_from"] == [str(tmp_path / "a.pt"), str(tmp_path / "b.pt")]
+    assert (tmp_path / "soup.png").exists()
+    torch.save({**b, "settings": {**settings, "dist_lr": 0.1}}, tmp_path / "c.pt")
+    assert average_sets.main([str(tmp_path / "bad.pt"), str(tmp_path / "a.pt"), str(tmp_path / "c.pt")]) == 2
+    assert not (tmp_path / "bad.pt").exists()
