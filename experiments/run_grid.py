@@ -334,6 +334,10 @@ GRIDS: dict[str, dict[str, list[str]]] = {
                                     "DISTILLATION.network_pool=128x3,128x3-none", "--architectures",
                                     "convnet,mlp,lenet"],
         # Its set (ASSETS: `mnist_10cpc_dm_inner`) by the full protocol, as two runs to use both cores.
+        # The mean of the seed-0, -2 and -3 sets' coordinates (experiments/average_sets.py; one start, so their points
+        # correspond): where the runs agree. bf16 + compile, compare `10-dm-inner-fast` and the seeds' rows.
+        "10-dm-inner-soup3": ["--eval-only", "assets/mnist_10cpc_dm_inner_soup3.pt", "--architectures", "convnet",
+                              *FAST_EVALUATION],
         "10-dm-inner-full": ["--eval-only", "assets/mnist_10cpc_dm_inner.pt", "--architectures", "convnet"],
         "10-dm-inner-full-mlp-lenet": ["--eval-only", "assets/mnist_10cpc_dm_inner.pt", "--architectures", "mlp,lenet"],
         # The inner loop at fifty per class, from herding's fifty (the largest gain at ten; plain DM at fifty was level
@@ -402,7 +406,8 @@ GRIDS: dict[str, dict[str, list[str]]] = {
         f"{arch}-{name}": [*flags, "--architectures", arch, *FAST_EVALUATION]
         for arch in ("alexnet", "vgg11", "resnet18")
         for name, flags in (("herding-50", ["--baseline", "herding", "--clouds-per-class", "50"]),
-                            ("dm-50", ["--eval-only", "assets/mnist_50cpc_dm.pt"]))
+                            ("dm-50", ["--eval-only", "assets/mnist_50cpc_dm.pt"]),
+                            ("dm-inner-50", ["--eval-only", "assets/mnist_50cpc_dm_inner.pt"]))
     },
     # The evaluation models trained with DSA's augmentation (EVALUATION.augment_strategy=dsa; DSA's and DM's published
     # figures use it) instead of DC's: the best ten-per-class set and its start, herding's ten digits.
@@ -525,6 +530,7 @@ PLAN: list[tuple[str, list[str] | None, Budget]] = [
                       "10-dm-inner-cutout"], Budget(100, eval_iterations="100")),
     ("distribution", ["10-dm-inner-ce05", "10-dm-inner-ce2"], Budget(100, eval_iterations="100")),
     ("distribution", ["10-dm-inner-fast"], Budget()),
+    ("distribution", ["10-dm-inner-soup3"], Budget()),  # after 10-dm-inner-seed2, -seed3: the asset is their mean
     # After 1-dm-inner-spread: its set is the asset mnist_1cpc_dm_inner_spread, on the other three architectures.
     ("alexnet", ["dm-inner-spread-set"], Budget()),
     ("vgg11", ["dm-inner-spread-set"], Budget(eval_models=2)),
@@ -548,6 +554,7 @@ PLAN: list[tuple[str, list[str] | None, Budget]] = [
     ("fifty-full", ["50-dm-mlp-lenet", "herding-mlp-lenet"], Budget()),
     ("fifty-full", ["50-dm-inner-mlp-lenet"], Budget()),  # after distribution/50-dm-inner: its set is the asset
     ("fifty-arch", ["alexnet-herding-50", "alexnet-dm-50"], Budget(eval_models=2)),
+    ("fifty-arch", ["alexnet-dm-inner-50"], Budget(eval_models=2)),  # the best fifty-per-class set (ASSETS)
     ("precision", None, Budget()),
     ("cross-arch", None, Budget()),
     ("dsa-eval", None, Budget()),
