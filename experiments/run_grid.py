@@ -338,6 +338,9 @@ GRIDS: dict[str, dict[str, list[str]]] = {
         # correspond): where the runs agree. bf16 + compile, compare `10-dm-inner-fast` and the seeds' rows.
         "10-dm-inner-soup3": ["--eval-only", "assets/mnist_10cpc_dm_inner_soup3.pt", "--architectures", "convnet",
                               *FAST_EVALUATION],
+        # The same at one cloud per class: the mean of the `1-dm-inner-spread` seed-0 and seed-1 sets (fp32, 5 x 1000).
+        "1-dm-inner-spread-soup2": ["--eval-only", "assets/mnist_1cpc_dm_inner_spread_soup2.pt", "--architectures",
+                                    "convnet,mlp,lenet"],
         "10-dm-inner-full": ["--eval-only", "assets/mnist_10cpc_dm_inner.pt", "--architectures", "convnet"],
         "10-dm-inner-full-mlp-lenet": ["--eval-only", "assets/mnist_10cpc_dm_inner.pt", "--architectures", "mlp,lenet"],
         # The inner loop at fifty per class, from herding's fifty (the largest gain at ten; plain DM at fifty was level
@@ -530,7 +533,7 @@ PLAN: list[tuple[str, list[str] | None, Budget]] = [
                       "10-dm-inner-cutout"], Budget(100, eval_iterations="100")),
     ("distribution", ["10-dm-inner-ce05", "10-dm-inner-ce2"], Budget(100, eval_iterations="100")),
     ("distribution", ["10-dm-inner-fast"], Budget()),
-    ("distribution", ["10-dm-inner-soup3"], Budget()),  # after 10-dm-inner-seed2, -seed3: the asset is their mean
+    ("distribution", ["10-dm-inner-soup3", "1-dm-inner-spread-soup2"], Budget()),  # after 10-dm-inner-seed2, -seed3: the asset is their mean
     # After 1-dm-inner-spread: its set is the asset mnist_1cpc_dm_inner_spread, on the other three architectures.
     ("alexnet", ["dm-inner-spread-set"], Budget()),
     ("vgg11", ["dm-inner-spread-set"], Budget(eval_models=2)),
@@ -555,6 +558,8 @@ PLAN: list[tuple[str, list[str] | None, Budget]] = [
     ("fifty-full", ["50-dm-inner-mlp-lenet"], Budget()),  # after distribution/50-dm-inner: its set is the asset
     ("fifty-arch", ["alexnet-herding-50", "alexnet-dm-50"], Budget(eval_models=2)),
     ("fifty-arch", ["alexnet-dm-inner-50"], Budget(eval_models=2)),  # the best fifty-per-class set (ASSETS)
+    # VGG-11 at fifty: ~65 min per model beside another job, so one model each.
+    ("fifty-arch", ["vgg11-dm-inner-50", "vgg11-herding-50"], Budget(eval_models=1)),
     ("precision", None, Budget()),
     ("cross-arch", None, Budget()),
     ("dsa-eval", None, Budget()),
