@@ -533,7 +533,8 @@ PLAN: list[tuple[str, list[str] | None, Budget]] = [
                       "10-dm-inner-cutout"], Budget(100, eval_iterations="100")),
     ("distribution", ["10-dm-inner-ce05", "10-dm-inner-ce2"], Budget(100, eval_iterations="100")),
     ("distribution", ["10-dm-inner-fast"], Budget()),
-    ("distribution", ["10-dm-inner-soup3", "1-dm-inner-spread-soup2"], Budget()),  # after 10-dm-inner-seed2, -seed3: the asset is their mean
+    # After 10-dm-inner-seed2, -seed3 and 1-dm-inner-spread-seed1: the assets are the seeds' means (average_sets.py).
+    ("distribution", ["10-dm-inner-soup3", "1-dm-inner-spread-soup2"], Budget()),
     # After 1-dm-inner-spread: its set is the asset mnist_1cpc_dm_inner_spread, on the other three architectures.
     ("alexnet", ["dm-inner-spread-set"], Budget()),
     ("vgg11", ["dm-inner-spread-set"], Budget(eval_models=2)),
