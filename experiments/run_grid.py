@@ -329,6 +329,8 @@ GRIDS: dict[str, dict[str, list[str]]] = {
         # The same run with another seed: does the 90 % at one hold over distillation seeds?
         "1-dm-inner-spread-seed1": [*DM_INNER, "--set", "DISTILLATION.init_spread=0.25", "--set", "DEFAULT.seed=1",
                                     "--architectures", "convnet,mlp,lenet"],
+        "1-dm-inner-spread-seed2": [*DM_INNER, "--set", "DISTILLATION.init_spread=0.25", "--set", "DEFAULT.seed=2",
+                                    "--architectures", "convnet,mlp,lenet"],
         # The same with half the matches in an un-normalised ConvNet (compare `10-dm-inner-norms`).
         "1-dm-inner-spread-norms": [*DM_INNER, "--set", "DISTILLATION.init_spread=0.25", "--set",
                                     "DISTILLATION.network_pool=128x3,128x3-none", "--architectures",
@@ -547,6 +549,7 @@ PLAN: list[tuple[str, list[str] | None, Budget]] = [
     ("distribution", ["10-dm-inner-seed2"], Budget(100, eval_iterations="100")),
     ("distribution", ["10-dm-inner-norms", "1-dm-inner-spread-norms"], Budget(100, eval_iterations="100")),
     ("distribution", ["10-dm-inner-seed3", "1-dm-inner-spread-seed1"], Budget(100, eval_iterations="100")),
+    ("distribution", ["1-dm-inner-spread-seed2"], Budget(100, eval_iterations="100")),
     # After 1-dm-inner-spread-seed1: its set is the asset mnist_1cpc_dm_inner_spread_seed1.
     ("alexnet", ["dm-inner-spread-seed1-set"], Budget()),
     ("vgg11", ["dm-inner-spread-seed1-set"], Budget(eval_models=2)),
