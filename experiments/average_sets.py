@@ -44,8 +44,8 @@ def average_sets(states: list[dict[str, Any]], names: list[str]) -> dict[str, An
         if state.get("iteration") != first.get("iteration"):
             raise CheckpointError(f"{name}: iteration {state.get('iteration')} differs from {names[0]}'s "
                                   f"{first.get('iteration')}")
-        differ = sorted(k for k in mode_settings(first).keys() | mode_settings(state).keys()
-                        if mode_settings(first).get(k) != mode_settings(state).get(k))
+        want, have = mode_settings(first), mode_settings(state)
+        differ = sorted(k for k in want.keys() | have.keys() if want.get(k) != have.get(k))
         if differ:
             raise CheckpointError(f"{name}: settings {', '.join(differ)} differ from {names[0]}'s (not one mode)")
     return {"points": torch.stack([s["points"] for s in states]).mean(0), "labels": first["labels"],

@@ -335,7 +335,6 @@ GRIDS: dict[str, dict[str, list[str]]] = {
         "1-dm-inner-spread-norms": [*DM_INNER, "--set", "DISTILLATION.init_spread=0.25", "--set",
                                     "DISTILLATION.network_pool=128x3,128x3-none", "--architectures",
                                     "convnet,mlp,lenet"],
-        # Its set (ASSETS: `mnist_10cpc_dm_inner`) by the full protocol, as two runs to use both cores.
         # The mean of the seed-0, -2 and -3 sets' coordinates (experiments/average_sets.py; one start, so their points
         # correspond): where the runs agree. bf16 + compile, compare `10-dm-inner-fast` and the seeds' rows.
         "10-dm-inner-soup3": ["--eval-only", "assets/mnist_10cpc_dm_inner_soup3.pt", "--architectures", "convnet",
@@ -343,6 +342,7 @@ GRIDS: dict[str, dict[str, list[str]]] = {
         # The same at one cloud per class: the mean of the `1-dm-inner-spread` seed-0 and seed-1 sets (fp32, 5 x 1000).
         "1-dm-inner-spread-soup2": ["--eval-only", "assets/mnist_1cpc_dm_inner_spread_soup2.pt", "--architectures",
                                     "convnet,mlp,lenet"],
+        # Its set (ASSETS: `mnist_10cpc_dm_inner`) by the full protocol, as two runs to use both cores.
         "10-dm-inner-full": ["--eval-only", "assets/mnist_10cpc_dm_inner.pt", "--architectures", "convnet"],
         "10-dm-inner-full-mlp-lenet": ["--eval-only", "assets/mnist_10cpc_dm_inner.pt", "--architectures", "mlp,lenet"],
         # The inner loop at fifty per class, from herding's fifty (the largest gain at ten; plain DM at fifty was level
@@ -562,7 +562,7 @@ PLAN: list[tuple[str, list[str] | None, Budget]] = [
     ("fifty-full", ["50-dm-inner-mlp-lenet"], Budget()),  # after distribution/50-dm-inner: its set is the asset
     ("fifty-arch", ["alexnet-herding-50", "alexnet-dm-50"], Budget(eval_models=2)),
     ("fifty-arch", ["alexnet-dm-inner-50"], Budget(eval_models=2)),  # the best fifty-per-class set (ASSETS)
-    # VGG-11 at fifty: ~85 min per model beside another job, so one model (the best fifty-per-class set).
+    # VGG-11 at fifty: ~1 h per model beside another job, so one model (the best fifty-per-class set).
     ("fifty-arch", ["vgg11-dm-inner-50"], Budget(eval_models=1)),
     ("precision", None, Budget()),
     ("cross-arch", None, Budget()),

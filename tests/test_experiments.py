@@ -15,6 +15,17 @@ def plan_command_lines() -> set[str]:
             for grid, names, budget in PLAN for name, flags in GRIDS[grid].items() if names is None or name in names}
 
 
+def settings_args(command_line: str) -> list[str]:
+    """A recorded command's flags without the set it read (--eval-only / --resume FILE): what rebuilds its settings."""
+    import shlex
+
+    args = shlex.split(command_line)[2:]
+    for flag in ("--eval-only", "--resume"):
+        if flag in args:
+            del args[args.index(flag):args.index(flag) + 2]
+    return args
+
+
 def test_every_committed_result_is_a_run_of_the_plan():
     results = [r for _, r in run_grid.finished_runs()]  # an interrupted run, kept to be continued, is not one
     assert results, "no committed results under experiments/runs"
@@ -31,11 +42,7 @@ def test_every_committed_result_has_the_settings_its_command_gives_now():
 
     base_ignore = {"logging_parent", "dataset_dir", "mode"}
     for folder, r in run_grid.finished_runs():
-        args = shlex.split(r["command"])[2:]
-        for flag in ("--eval-only", "--resume"):  # the set's own file is not needed to rebuild the settings
-            if flag in args:
-                del args[args.index(flag):args.index(flag) + 2]
-        now = load_settings(args).to_dict()
+        now = load_settings(settings_args(r["command"])).to_dict()
         recorded, ignore = {**KEYS_ADDED_LATER, **r["settings"]}, set(base_ignore)
         if now["network"] != "me-convnet":  # its keys mean nothing to the other networks
             ignore |= {"halo", "absent_voxels"}
@@ -58,10 +65,7 @@ def test_every_committed_distillation_would_resume_under_its_command():
                  if not {"--eval-only", "--baseline"} & set(shlex.split(r["command"]))]
     assert any("dist_lr_schedule" not in r["settings"] for _, r in distilled)  # runs older than that key
     for _, r in distilled:
-        args = shlex.split(r["command"])[2:]
-        if "--resume" in args:
-            del args[args.index("--resume"):args.index("--resume") + 2]
-        check_resumable(r["settings"], load_settings(args))
+        check_resumable(r["settings"], load_settings(settings_args(r["command"])))
 
 
 def test_table_has_one_row_per_result_with_its_command():
