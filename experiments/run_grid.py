@@ -350,6 +350,12 @@ GRIDS: dict[str, dict[str, list[str]]] = {
         # every 10 iterations. Judged as `fifty-full` judges the DM set and herding: 2 x 1000 in bf16 + compile.
         "50-dm-inner": [*HERDING_INIT, "--clouds-per-class", "50", *DM_INNER, "--set",
                         "DISTILLATION.save_cad_every=10", *FAST_EVALUATION],
+        # The same with the cosine step, which at ten lifted the MLP and AlexNet to herding's level
+        # (`10-dm-inner-cosine`), where the constant-step fifty set stays below herding-50; judged on the cheap nets
+        # too.
+        "50-dm-inner-cosine": [*HERDING_INIT, "--clouds-per-class", "50", *DM_INNER, "--set",
+                               "MODEL.dist_lr_schedule=cosine", "--set", "DISTILLATION.save_cad_every=10",
+                               *FAST_EVALUATION, "--architectures", "convnet,mlp,lenet"],
     },
     # EVALUATION.precision = bf16: the default's set by the full protocol in bfloat16 autocast, against the same
     # models' fp32 figures (`herding-init/1cpc`: same seeds, same data order).
@@ -564,6 +570,8 @@ PLAN: list[tuple[str, list[str] | None, Budget]] = [
     ("fifty-arch", ["alexnet-dm-inner-50"], Budget(eval_models=2)),  # the best fifty-per-class set (ASSETS)
     # VGG-11 at fifty: ~1 h per model beside another job, so one model (the best fifty-per-class set).
     ("fifty-arch", ["vgg11-dm-inner-50"], Budget(eval_models=1)),
+    # ResNet-18 at fifty: ~2 h 10 min per model beside another job, so one model each for the best set and its start.
+    ("fifty-arch", ["resnet18-herding-50", "resnet18-dm-inner-50"], Budget(eval_models=1)),
     ("precision", None, Budget()),
     ("cross-arch", None, Budget()),
     ("dsa-eval", None, Budget()),
