@@ -202,6 +202,9 @@ GRIDS: dict[str, dict[str, list[str]]] = {
         "herding-mlp-lenet": ["--baseline", "herding", "--clouds-per-class", "50", "--architectures", "mlp,lenet"],
         # The same for DM's inner loop at fifty (`distribution/50-dm-inner`, ASSETS: `mnist_50cpc_dm_inner`).
         "50-dm-inner-mlp-lenet": ["--eval-only", "assets/mnist_50cpc_dm_inner.pt", "--architectures", "mlp,lenet"],
+        # And with the cosine step (`distribution/50-dm-inner-cosine`, ASSETS: `mnist_50cpc_dm_inner_cosine`).
+        "50-dm-inner-cosine-mlp-lenet": ["--eval-only", "assets/mnist_50cpc_dm_inner_cosine.pt",
+                                         "--architectures", "mlp,lenet"],
     },
     # Adam's step on the coordinates (MODEL.dist_lr) at ten clouds per class, from herding's digits: Adam
     # moves every point about dist_lr pixels per step whatever its gradient's share of the signal, which is
@@ -418,7 +421,8 @@ GRIDS: dict[str, dict[str, list[str]]] = {
         for arch in ("alexnet", "vgg11", "resnet18")
         for name, flags in (("herding-50", ["--baseline", "herding", "--clouds-per-class", "50"]),
                             ("dm-50", ["--eval-only", "assets/mnist_50cpc_dm.pt"]),
-                            ("dm-inner-50", ["--eval-only", "assets/mnist_50cpc_dm_inner.pt"]))
+                            ("dm-inner-50", ["--eval-only", "assets/mnist_50cpc_dm_inner.pt"]),
+                            ("dm-inner-cosine-50", ["--eval-only", "assets/mnist_50cpc_dm_inner_cosine.pt"]))
     },
     # The evaluation models trained with DSA's augmentation (EVALUATION.augment_strategy=dsa; DSA's and DM's published
     # figures use it) instead of DC's: the best ten-per-class set and its start, herding's ten digits.
@@ -452,6 +456,7 @@ ASSETS = {"mnist_1cpc_convnet": ("convnet", "meaninit", 300), "mnist_10cpc_convn
           "mnist_10cpc_dm_inner": ("distribution", "10-dm-inner", 100),
           "mnist_1cpc_dm_inner": ("distribution", "1-dm-inner", 100),
           "mnist_50cpc_dm_inner": ("distribution", "50-dm-inner", 30),
+          "mnist_50cpc_dm_inner_cosine": ("distribution", "50-dm-inner-cosine", 30),
           "mnist_10cpc_dm_inner_cosine": ("distribution", "10-dm-inner-cosine", 100),
           "mnist_1cpc_dm_inner_spread": ("distribution", "1-dm-inner-spread", 100),
           "mnist_1cpc_dm_inner_spread_seed1": ("distribution", "1-dm-inner-spread-seed1", 100)}
@@ -572,6 +577,9 @@ PLAN: list[tuple[str, list[str] | None, Budget]] = [
     ("fifty-arch", ["vgg11-dm-inner-50"], Budget(eval_models=1)),
     # ResNet-18 at fifty: ~2 h 10 min per model beside another job, so one model each for the best set and its start.
     ("fifty-arch", ["resnet18-herding-50", "resnet18-dm-inner-50"], Budget(eval_models=1)),
+    ("fifty-arch", ["vgg11-herding-50"], Budget(eval_models=1)),
+    # DM's inner loop at fifty with the cosine step, 81 s per iteration alone on a core, 136 s beside another job.
+    ("distribution", ["50-dm-inner-cosine"], Budget(30, 1000, 2, "30")),
     ("precision", None, Budget()),
     ("cross-arch", None, Budget()),
     ("dsa-eval", None, Budget()),
