@@ -581,6 +581,7 @@ PLAN: list[tuple[str, list[str] | None, Budget]] = [
     # DM's inner loop at fifty with the cosine step, 81 s per iteration alone on a core, 136 s beside another job.
     ("distribution", ["50-dm-inner-cosine"], Budget(30, 1000, 2, "30")),
     ("fifty-full", ["50-dm-inner-cosine-mlp-lenet"], Budget()),  # after it: its set is the asset
+    ("fifty-arch", ["alexnet-dm-inner-cosine-50", "vgg11-dm-inner-cosine-50"], Budget(eval_models=1)),
     ("precision", None, Budget()),
     ("cross-arch", None, Budget()),
     ("dsa-eval", None, Budget()),
