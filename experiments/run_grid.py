@@ -414,8 +414,9 @@ GRIDS: dict[str, dict[str, list[str]]] = {
         # Plain DM's ten-per-class set on AlexNet, where the DM-inner set fell below its start.
         "alexnet-dm-10": ["--eval-only", "assets/mnist_10cpc_dm.pt", "--architectures", "alexnet", *FAST_EVALUATION],
     },
-    # Fifty clouds per class on the larger architectures: the fifty-per-class asset (`distribution/50-dm`) and its
-    # start, herding's fifty digits, as `ten-arch` (bf16 + compile, 2 models each: PLAN).
+    # Fifty clouds per class on the larger architectures: the fifty-per-class assets (`distribution/50-dm`,
+    # `50-dm-inner`, `50-dm-inner-cosine`) and their start, herding's fifty digits, as `ten-arch` (bf16 + compile;
+    # 2 models or 1 each, as PLAN says).
     "fifty-arch": {
         f"{arch}-{name}": [*flags, "--architectures", arch, *FAST_EVALUATION]
         for arch in ("alexnet", "vgg11", "resnet18")
