@@ -364,6 +364,16 @@ GRIDS: dict[str, dict[str, list[str]]] = {
         # too.
         "50-dm-inner-cosine": [*dm_inner_50("--set", "MODEL.dist_lr_schedule=cosine"),
                                "--architectures", "convnet,mlp,lenet"],
+        # The constant-step fifty set (ASSETS: `mnist_50cpc_dm_inner`, 30 iterations = 90 updates, each point moved at
+        # most 4.5 px against 15 px at ten) continued 30 more iterations from its points (a fresh Adam): had it
+        # stopped short of where the method goes at fifty? Seed 1: fresh networks and batches, not seed 0's again.
+        "50-dm-inner-more": [*DM_INNER, "--set", "DISTILLATION.init=assets/mnist_50cpc_dm_inner.pt",
+                             "--clouds-per-class", "50", "--set", "DEFAULT.seed=1", "--set",
+                             "DISTILLATION.save_cad_every=10", *FAST_EVALUATION],
+        # The cosine step from twice the constant one (0.1 px): as many pixels moved in all as the constant 0.05 step
+        # (which gained on the ConvNet), the annealed end of the cosine run (which kept the MLP at herding's level).
+        "10-dm-inner-cosine01": herding_10(*DM_INNER, "--set", "MODEL.dist_lr_schedule=cosine", "--set",
+                                           "MODEL.dist_lr=0.1", *FAST_EVALUATION),
     },
     # EVALUATION.precision = bf16: the default's set by the full protocol in bfloat16 autocast, against the same
     # models' fp32 figures (`herding-init/1cpc`: same seeds, same data order).
