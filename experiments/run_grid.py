@@ -779,7 +779,8 @@ def main() -> int:
                    for name, flags in GRIDS[grid].items() if names is None or name in names]
             if any(ran):  # before later calls: the final grid evaluates the refreshed assets
                 export_assets()
-    update_readme()
+    if not args.dry_run:  # a dry run writes nothing, the README included
+        update_readme()
     return 0
 
 
