@@ -598,6 +598,7 @@ PLAN: list[tuple[str, list[str] | None, Budget]] = [
     ("distribution", ["50-dm-inner-cosine"], Budget(30, 1000, 2, "30")),
     ("fifty-full", ["50-dm-inner-cosine-mlp-lenet"], Budget()),  # after it: its set is the asset
     ("fifty-arch", ["alexnet-dm-inner-cosine-50", "vgg11-dm-inner-cosine-50"], Budget(eval_models=1)),
+    ("distribution", ["10-dm-inner-cosine01"], Budget(100, eval_iterations="100")),
     ("precision", None, Budget()),
     ("cross-arch", None, Budget()),
     ("dsa-eval", None, Budget()),
