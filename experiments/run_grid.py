@@ -374,6 +374,10 @@ GRIDS: dict[str, dict[str, list[str]]] = {
         # (which gained on the ConvNet), the annealed end of the cosine run (which kept the MLP at herding's level).
         "10-dm-inner-cosine01": herding_10(*DM_INNER, "--set", "MODEL.dist_lr_schedule=cosine", "--set",
                                            "MODEL.dist_lr=0.1", *FAST_EVALUATION),
+        # The cosine set's run (`10-dm-inner-cosine`, the one ten-per-class set not below herding-10 on any of the six,
+        # +0.02 on the MLP) with another seed: does that hold over distillation seeds? bf16 + compile evaluation.
+        "10-dm-inner-cosine-seed1": herding_10(*DM_INNER, "--set", "MODEL.dist_lr_schedule=cosine", "--set",
+                                               "DEFAULT.seed=1", *FAST_EVALUATION),
     },
     # EVALUATION.precision = bf16: the default's set by the full protocol in bfloat16 autocast, against the same
     # models' fp32 figures (`herding-init/1cpc`: same seeds, same data order).
@@ -599,6 +603,7 @@ PLAN: list[tuple[str, list[str] | None, Budget]] = [
     ("fifty-full", ["50-dm-inner-cosine-mlp-lenet"], Budget()),  # after it: its set is the asset
     ("fifty-arch", ["alexnet-dm-inner-cosine-50", "vgg11-dm-inner-cosine-50"], Budget(eval_models=1)),
     ("distribution", ["10-dm-inner-cosine01"], Budget(100, eval_iterations="100")),
+    ("distribution", ["50-dm-inner-more"], Budget(30, 1000, 2, "30")),  # after 50-dm-inner: its set is the start
     ("precision", None, Budget()),
     ("cross-arch", None, Budget()),
     ("dsa-eval", None, Budget()),
