@@ -604,6 +604,7 @@ PLAN: list[tuple[str, list[str] | None, Budget]] = [
     ("fifty-arch", ["alexnet-dm-inner-cosine-50", "vgg11-dm-inner-cosine-50"], Budget(eval_models=1)),
     ("distribution", ["10-dm-inner-cosine01"], Budget(100, eval_iterations="100")),
     ("distribution", ["50-dm-inner-more"], Budget(30, 1000, 2, "30")),  # after 50-dm-inner: its set is the start
+    ("distribution", ["10-dm-inner-cosine-seed1"], Budget(100, eval_iterations="100")),
     ("precision", None, Budget()),
     ("cross-arch", None, Budget()),
     ("dsa-eval", None, Budget()),
