@@ -63,6 +63,8 @@ DISTRIBUTION = ["--set", "DISTILLATION.objective=distribution", "--set", "MODEL.
 # DM with DC's inner loop: each iteration matches in a fresh network, then after 25 and 50 SGD steps of it on the
 # current set (3 coordinate updates).
 DM_INNER = [*DISTRIBUTION, "--set", "DISTILLATION.outer_loop=3", "--set", "DISTILLATION.inner_loop=25"]
+# The coordinates' step annealed from MODEL.dist_lr to 0 by half a cosine over the run's updates.
+COSINE_STEP = ["--set", "MODEL.dist_lr_schedule=cosine"]
 
 
 # The evaluation in bfloat16 autocast through torch.compile: the same protocol, a different arithmetic (bf16 matched
@@ -267,12 +269,12 @@ GRIDS: dict[str, dict[str, list[str]]] = {
         "10-dm-inner-dense": herding_10(*DM_INNER, "--pytorch"),
         # The same loop with the coordinates' step annealed to 0 by a half cosine (MODEL.dist_lr_schedule): the last
         # updates, each on one fresh network's noisy estimate, leave the set less jittered; full protocol.
-        "10-dm-inner-cosine": herding_10(*DM_INNER, "--set", "MODEL.dist_lr_schedule=cosine"),
+        "10-dm-inner-cosine": herding_10(*DM_INNER, *COSINE_STEP),
         # The constant-step set (ASSETS: `mnist_10cpc_dm_inner`, 100 iterations) continued from its points for 40
         # iterations of the same loop with the step annealed from 0.05 to 0 (a fresh Adam): the cosine run from
         # herding moved the points less and lost half a point on the ConvNet; this anneals only after convergence.
         "10-dm-inner-anneal": [*DM_INNER, "--set", "DISTILLATION.init=assets/mnist_10cpc_dm_inner.pt",
-                               "--clouds-per-class", "10", "--set", "MODEL.dist_lr_schedule=cosine",
+                               "--clouds-per-class", "10", *COSINE_STEP,
                                "--architectures", "convnet,mlp,lenet"],
         # The constant-step run again with another seed (fresh networks, real batches and augmentation draws; the same
         # herding start): how much of 96.97 % is the distillation's own spread; full protocol.
@@ -362,7 +364,7 @@ GRIDS: dict[str, dict[str, list[str]]] = {
         # The same with the cosine step, which at ten lifted the MLP and AlexNet to herding's level
         # (`10-dm-inner-cosine`), where the constant-step fifty set stays below herding-50; judged on the cheap nets
         # too.
-        "50-dm-inner-cosine": [*dm_inner_50("--set", "MODEL.dist_lr_schedule=cosine"),
+        "50-dm-inner-cosine": [*dm_inner_50(*COSINE_STEP),
                                "--architectures", "convnet,mlp,lenet"],
         # The constant-step fifty set (ASSETS: `mnist_50cpc_dm_inner`, 30 iterations = 90 updates, each point moved at
         # most 4.5 px against 15 px at ten) continued 30 more iterations from its points (a fresh Adam): had it
@@ -372,12 +374,12 @@ GRIDS: dict[str, dict[str, list[str]]] = {
                              "DISTILLATION.save_cad_every=10", *FAST_EVALUATION],
         # The cosine step from twice the constant one (0.1 px): as many pixels moved in all as the constant 0.05 step
         # (which gained on the ConvNet), the annealed end of the cosine run (which kept the MLP at herding's level).
-        "10-dm-inner-cosine01": herding_10(*DM_INNER, "--set", "MODEL.dist_lr_schedule=cosine", "--set",
-                                           "MODEL.dist_lr=0.1", *FAST_EVALUATION),
+        "10-dm-inner-cosine01": herding_10(*DM_INNER, *COSINE_STEP, "--set", "MODEL.dist_lr=0.1",
+                                           *FAST_EVALUATION),
         # The cosine set's run (`10-dm-inner-cosine`, the one ten-per-class set not below herding-10 on any of the six,
         # +0.02 on the MLP) with another seed: does that hold over distillation seeds? bf16 + compile evaluation.
-        "10-dm-inner-cosine-seed1": herding_10(*DM_INNER, "--set", "MODEL.dist_lr_schedule=cosine", "--set",
-                                               "DEFAULT.seed=1", *FAST_EVALUATION),
+        "10-dm-inner-cosine-seed1": herding_10(*DM_INNER, *COSINE_STEP, "--set", "DEFAULT.seed=1",
+                                               *FAST_EVALUATION),
     },
     # EVALUATION.precision = bf16: the default's set by the full protocol in bfloat16 autocast, against the same
     # models' fp32 figures (`herding-init/1cpc`: same seeds, same data order).
