@@ -4,7 +4,7 @@ Each gradient list holds one tensor per network parameter. ``ours`` and ``modmse
 and, as in DC's ``distance_wb``, ignore 1-D parameters (biases, normalisation scales): their gradients
 carry little about the data and would dominate a squared distance. ``mse`` and ``cos`` flatten all
 parameters into one vector. ``embedding_distance`` is distribution matching's (DM): no gradients, only the
-features the network's classifier reads.
+features the network's classifier reads, or (``gaussian_mmd``) their whole distribution under a Gaussian kernel.
 """
 
 from collections.abc import Sequence
@@ -12,6 +12,8 @@ from collections.abc import Sequence
 import torch
 
 DISTANCES = ("ours", "modmse", "mse", "cos")
+# Bandwidths of gaussian_mmd's kernels, as multiples of the real batch's median pairwise squared distance.
+GAUSSIAN_SCALES = (0.5, 1.0, 2.0)
 _EPS = 1e-6
 
 
@@ -59,6 +61,28 @@ def match_loss(gw_syn: Sequence[torch.Tensor], gw_real: Sequence[torch.Tensor], 
 def embedding_distance(emb_syn: torch.Tensor, emb_real: torch.Tensor) -> torch.Tensor:
     """DM's distance: squared Euclidean distance between the mean embeddings [B, D] of the two batches."""
     return ((emb_real.mean(0) - emb_syn.mean(0)) ** 2).sum()
+
+
+def _squared_distances(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Pairwise squared Euclidean distances [A, B]; written out, not ``torch.cdist``, so that a zero distance (a
+    point with itself) has a finite gradient."""
+    return ((a * a).sum(1, keepdim=True) + (b * b).sum(1) - 2 * a @ b.T).clamp_min(0)
+
+
+def gaussian_mmd(emb_syn: torch.Tensor, emb_real: torch.Tensor) -> torch.Tensor:
+    """Squared maximum mean discrepancy between the two batches' embeddings [B, D] under a sum of Gaussian kernels
+    (M3D, Zhang et al. 2024), bandwidths GAUSSIAN_SCALES times the real batch's median pairwise squared distance
+    (a constant). DM's distance is the same MMD under the linear kernel, which sees only the mean; a Gaussian
+    kernel sees every moment, and its synthetic-synthetic term pushes a class's clouds apart, over its digits."""
+    d_rr, d_ss, d_sr = (_squared_distances(a, b) for a, b in
+                        ((emb_real, emb_real), (emb_syn, emb_syn), (emb_syn, emb_real)))
+    off_diagonal = ~torch.eye(len(emb_real), dtype=torch.bool, device=emb_real.device)
+    median = d_rr.detach()[off_diagonal].median().clamp_min(_EPS)
+    total = emb_syn.new_zeros(())
+    for scale in GAUSSIAN_SCALES:
+        k_ss, k_rr, k_sr = (torch.exp(-d / (2 * scale * median)).mean() for d in (d_ss, d_rr, d_sr))
+        total = total + k_ss + k_rr - 2 * k_sr
+    return total
 
 
 def layerwise_embedding_distance(layers_syn: Sequence[torch.Tensor], layers_real: Sequence[torch.Tensor]

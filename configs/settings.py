@@ -37,6 +37,7 @@ NORMS = ("instance", "none")
 # What the synthetic clouds match: the gradients real digits induce (DC) or their mean embedding (DM).
 OBJECTIVES = ("gradient", "distribution")
 DM_LAYERS = ("last", "all")
+DM_KERNELS = ("linear", "gaussian")
 INNER_DATA = ("synthetic", "real")
 
 
@@ -126,6 +127,7 @@ class Settings:
     objective: str
     class_ce: float
     dm_layers: str
+    dm_kernel: str
     network_pool: str
     reinit_net: bool
     outer_loop: int
@@ -223,6 +225,7 @@ SCHEMA: dict[str, dict[str, tuple[str, str]]] = {
         "objective": ("objective", _STR),
         "class_ce": ("class_ce", _FLOAT),
         "dm_layers": ("dm_layers", _STR),
+        "dm_kernel": ("dm_kernel", _STR),
         "network_pool": ("network_pool", _STR),
         "reinit_net": ("reinit_net", _BOOL),
         "outer_loop": ("outer_loop", _INT),
@@ -547,6 +550,11 @@ def _validate(s: Settings) -> None:
     check(s.dm_layers in DM_LAYERS, "DISTILLATION", "dm_layers", s.dm_layers, "/".join(DM_LAYERS))
     check(s.dm_layers == "last" or s.objective == "distribution", "DISTILLATION", "dm_layers", s.dm_layers,
           "every block's embedding: needs DISTILLATION.objective=distribution")
+    check(s.dm_kernel in DM_KERNELS, "DISTILLATION", "dm_kernel", s.dm_kernel, "/".join(DM_KERNELS))
+    check(s.dm_kernel == "linear" or s.objective == "distribution", "DISTILLATION", "dm_kernel", s.dm_kernel,
+          "a kernel between embeddings: needs DISTILLATION.objective=distribution")
+    check(s.dm_kernel == "linear" or s.dm_layers == "last", "DISTILLATION", "dm_kernel", s.dm_kernel,
+          "the last embedding alone: needs DISTILLATION.dm_layers=last")
     if pool := parse_network_pool(s.network_pool):
         check(s.network in ("convnet", "me-convnet"), "DISTILLATION", "network_pool", s.network_pool,
               "a network pool: needs MODEL.network convnet or me-convnet")
@@ -643,7 +651,7 @@ KEYS_ADDED_LATER = {"network": "seed", "matched_layers": "all", "halo": 1, "augm
                     "eval_compile": False, "inner_data": "synthetic", "inner_augment": False,
                     "augment_kinds": "shift,scale,rotate", "eval_augment_strategy": "dc",
                     "init_spread": 0.0, "class_ce": 0.0,
-                    "dm_layers": "last", "dist_lr_schedule": "constant"}
+                    "dm_layers": "last", "dist_lr_schedule": "constant", "dm_kernel": "linear"}
 
 
 def check_resumable(saved: dict[str, Any], settings: Settings) -> None:

@@ -33,7 +33,7 @@ from dd3d.pointsets import (
     spread_padding,
     transform_points,
 )
-from distillation_loss import layerwise_embedding_distance, match_loss
+from distillation_loss import gaussian_mmd, layerwise_embedding_distance, match_loss
 
 NUM_CLASSES = 10
 # DISTILLATION.init -> the baseline whose digits it starts from (the noise init has none).
@@ -154,7 +154,8 @@ class Distiller:
                 per_chunk = [self.embeddings(self.to_input(part)) for part in real.split(self.chunk)]
                 layers_real = [torch.cat(parts) for parts in zip(*per_chunk, strict=True)]
             layers_syn = self.embeddings(self.to_input(syn))
-            distance = layerwise_embedding_distance(layers_syn, layers_real)
+            distance = (gaussian_mmd(layers_syn[-1], layers_real[-1]) if self.settings.dm_kernel == "gaussian"
+                        else layerwise_embedding_distance(layers_syn, layers_real))
             if self.settings.class_ce:
                 distance = distance + self.settings.class_ce * self.class_term(layers_syn[-1], layers_real[-1], c)
             return distance

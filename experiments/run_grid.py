@@ -380,6 +380,14 @@ GRIDS: dict[str, dict[str, list[str]]] = {
         # +0.02 on the MLP) with another seed: does that hold over distillation seeds? bf16 + compile evaluation.
         "10-dm-inner-cosine-seed1": herding_10(*DM_INNER, *COSINE_STEP, "--set", "DEFAULT.seed=1",
                                                *FAST_EVALUATION),
+        # M3D's Gaussian-kernel MMD instead of DM's distance of means (DISTILLATION.dm_kernel): every moment of a
+        # class's embeddings matched, and its clouds pushed apart over its digits, where DM lets them sit anywhere
+        # that keeps their mean; the MLP, below herding-10 under every DM variant, reads more than the ConvNet's mean
+        # features. bf16 + compile evaluation: compare `10-dm-inner-fast`, seed 0's DM set.
+        "10-dm-inner-mmd": herding_10(*DM_INNER, "--set", "DISTILLATION.dm_kernel=gaussian", *FAST_EVALUATION),
+        # The same at fifty, where every DM set is below herding-50 on the MLP, LeNet and AlexNet.
+        "50-dm-inner-mmd": [*dm_inner_50("--set", "DISTILLATION.dm_kernel=gaussian"),
+                            "--architectures", "convnet,mlp,lenet"],
     },
     # EVALUATION.precision = bf16: the default's set by the full protocol in bfloat16 autocast, against the same
     # models' fp32 figures (`herding-init/1cpc`: same seeds, same data order).

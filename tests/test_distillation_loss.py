@@ -3,7 +3,7 @@ import math
 import pytest
 import torch
 
-from distillation_loss import embedding_distance, match_loss
+from distillation_loss import GAUSSIAN_SCALES, embedding_distance, gaussian_mmd, match_loss
 
 # Two "layers": a 2x2 weight and a bias (1-D, ignored by the layer-wise distances).
 W_SYN = torch.tensor([[1.0, 0.0], [0.0, 2.0]])
@@ -61,6 +61,31 @@ def test_embedding_distance_is_the_squared_distance_of_the_batch_means():
     syn, real = torch.tensor([[1.0, 2.0], [3.0, 2.0]]), torch.tensor([[0.0, 0.0], [0.0, 2.0], [0.0, 4.0]])
     assert float(embedding_distance(syn, real)) == pytest.approx(2.0 ** 2 + 0.0 ** 2)
     assert float(embedding_distance(real.flip(0), real)) == 0.0  # means only: order and batch size do not count
+
+
+def test_gaussian_mmd_is_the_biased_mmd_estimate_under_median_scaled_kernels():
+    real = torch.tensor([[0.0, 0.0], [0.0, 1.0], [0.0, 2.0]])  # off-diagonal squared distances 1, 1, 4 (twice)
+    syn = torch.tensor([[1.0, 0.0], [0.0, 3.0]])
+
+    def mean_kernel(a: torch.Tensor, b: torch.Tensor, width: float) -> float:
+        return sum(math.exp(-float(((x - y) ** 2).sum()) / width) for x in a for y in b) / (len(a) * len(b))
+
+    expected = sum(mean_kernel(syn, syn, 2 * s) + mean_kernel(real, real, 2 * s) - 2 * mean_kernel(syn, real, 2 * s)
+                   for s in GAUSSIAN_SCALES)  # the median squared distance is 1
+    assert float(gaussian_mmd(syn, real)) == pytest.approx(expected, rel=1e-6)
+    assert float(gaussian_mmd(real.flip(0), real)) == pytest.approx(0.0, abs=1e-6)
+
+
+def test_gaussian_mmd_sees_the_spread_that_the_mean_distance_does_not():
+    real = torch.tensor([[-1.0], [1.0], [-1.0], [1.0]])
+    collapsed = torch.zeros(2, 1, requires_grad=True)  # the real mean twice: DM's distance is 0 and flat
+    assert float(embedding_distance(collapsed.detach(), real)) == 0.0
+    distance = gaussian_mmd(collapsed, real)
+    assert float(distance.detach()) > 0.05
+    [grad] = torch.autograd.grad(distance, collapsed)
+    assert torch.isfinite(grad).all()  # the two clouds coincide: a zero distance, still a finite gradient
+    spread = torch.tensor([[-1.0], [1.0]])
+    assert float(gaussian_mmd(spread, real)) == pytest.approx(0.0, abs=1e-6)
 
 
 def test_unknown_distance_raises():

@@ -15,7 +15,7 @@ from torch import nn
 from configs.settings import REPO_ROOT, load_settings
 from dd3d.distill import Distiller, build_network
 from dd3d.pointsets import RealClouds, bilinear_corners, points_to_images
-from distillation_loss import embedding_distance, match_loss
+from distillation_loss import embedding_distance, gaussian_mmd, match_loss
 from models.MEConv import MEPytorch, create_dense_splat
 from models.MNIST import ConvNet
 from tests.conftest import TINY, only_run_dir, run_cli
@@ -341,6 +341,24 @@ def test_layerwise_distribution_matching_adds_every_block_scaled_to_the_last(mni
     [g_layered] = torch.autograd.grad(distance, syn)
     [g_last] = torch.autograd.grad(last.class_distance(real, syn, 3), syn)
     assert not torch.allclose(g_layered, g_last, rtol=1e-2)
+
+
+@pytest.mark.parametrize("network", ["convnet", "me-convnet"])
+def test_gaussian_kernel_matches_the_embeddings_mmd_and_moves_the_clouds(mnist, network):
+    linear, gaussian = distribution_pair(mnist, network, "--set", "DISTILLATION.dm_kernel=gaussian")
+    gaussian.chunk = 3  # the real embeddings concatenated over chunks, as for the linear kernel
+    real = linear.real.sample(3, 8, torch.Generator().manual_seed(3)) + linear.real_offset
+    syn = linear.points[6:8].detach().clone().requires_grad_()
+    with torch.no_grad():
+        emb_real, emb_syn = (linear.net.embed(linear.to_input(x)) for x in (real, syn))
+    distance = gaussian.class_distance(real, syn, 3)
+    assert float(distance.detach()) == pytest.approx(float(gaussian_mmd(emb_syn, emb_real)), rel=1e-5)
+    assert float(linear.class_distance(real, syn, 3).detach()) == pytest.approx(
+        float(embedding_distance(emb_syn, emb_real)), rel=1e-5)
+    [grad] = torch.autograd.grad(distance, syn)
+    assert torch.isfinite(grad).all() and grad.abs().sum() > 0
+    stats = gaussian.step()
+    assert stats.displacement > 0 and all(math.isfinite(v) for v in stats.per_class)
 
 
 def test_network_pool_draws_a_member_each_iteration_without_changing_the_real_batches(mnist):
