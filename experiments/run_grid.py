@@ -214,6 +214,9 @@ GRIDS: dict[str, dict[str, list[str]]] = {
         # And with the cosine step (`distribution/50-dm-inner-cosine`, ASSETS: `mnist_50cpc_dm_inner_cosine`).
         "50-dm-inner-cosine-mlp-lenet": ["--eval-only", "assets/mnist_50cpc_dm_inner_cosine.pt",
                                          "--architectures", "mlp,lenet"],
+        # And with M3D's Gaussian kernel (`distribution/50-dm-inner-mmd`, ASSETS: `mnist_50cpc_dm_inner_mmd`).
+        "50-dm-inner-mmd-mlp-lenet": ["--eval-only", "assets/mnist_50cpc_dm_inner_mmd.pt",
+                                      "--architectures", "mlp,lenet"],
     },
     # Adam's step on the coordinates (MODEL.dist_lr) at ten clouds per class, from herding's digits: Adam
     # moves every point about dist_lr pixels per step whatever its gradient's share of the signal, which is
@@ -495,6 +498,7 @@ ASSETS = {"mnist_1cpc_convnet": ("convnet", "meaninit", 300), "mnist_10cpc_convn
           "mnist_50cpc_dm_inner_cosine": ("distribution", "50-dm-inner-cosine", 30),
           "mnist_10cpc_dm_inner_cosine": ("distribution", "10-dm-inner-cosine", 100),
           "mnist_10cpc_dm_inner_mmd": ("distribution", "10-dm-inner-mmd", 100),
+          "mnist_50cpc_dm_inner_mmd": ("distribution", "50-dm-inner-mmd", 30),
           "mnist_1cpc_dm_inner_spread": ("distribution", "1-dm-inner-spread", 100),
           "mnist_1cpc_dm_inner_spread_seed1": ("distribution", "1-dm-inner-spread-seed1", 100)}
 
@@ -602,7 +606,8 @@ PLAN: list[tuple[str, list[str] | None, Budget]] = [
     ("alexnet", ["dm-inner-spread-seed1-set"], Budget()),
     ("vgg11", ["dm-inner-spread-seed1-set"], Budget(eval_models=2)),
     ("resnet18", ["dm-inner-spread-seed1-set"], Budget(eval_models=2)),
-    ("ten-arch", [n for n in GRIDS["ten-arch"] if not n.endswith("-dm-inner-cosine-10")], Budget(eval_models=2)),
+    ("ten-arch", [n for n in GRIDS["ten-arch"] if not n.endswith(("-dm-inner-cosine-10", "-dm-inner-mmd-10"))],
+     Budget(eval_models=2)),
     # After distribution/10-dm-inner-cosine: its set is the asset.
     ("ten-arch", [n for n in GRIDS["ten-arch"] if n.endswith("-dm-inner-cosine-10")], Budget(eval_models=2)),
     ("fifty-full", ["50-dm", "herding"], Budget(eval_models=2)),  # after 50-dm: its set is the asset mnist_50cpc_dm
@@ -623,6 +628,9 @@ PLAN: list[tuple[str, list[str] | None, Budget]] = [
     ("distribution", ["50-dm-inner-more"], Budget(30, 1000, 2, "30")),  # after 50-dm-inner: its set is the start
     ("distribution", ["10-dm-inner-cosine-seed1"], Budget(100, eval_iterations="100")),
     ("distribution", ["10-dm-inner-mmd"], Budget(100, eval_iterations="100")),
+    ("ten-arch", ["alexnet-dm-inner-mmd-10"], Budget(eval_models=2)),  # after 10-dm-inner-mmd: its set is the asset
+    ("distribution", ["50-dm-inner-mmd"], Budget(30, 1000, 2, "30")),
+    ("fifty-full", ["50-dm-inner-mmd-mlp-lenet"], Budget()),  # after it: its set is the asset
     ("precision", None, Budget()),
     ("cross-arch", None, Budget()),
     ("dsa-eval", None, Budget()),
