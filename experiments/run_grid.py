@@ -346,6 +346,11 @@ GRIDS: dict[str, dict[str, list[str]]] = {
                                     "--architectures", "convnet,mlp,lenet"],
         "1-dm-inner-spread-seed2": [*DM_INNER, "--set", "DISTILLATION.init_spread=0.25", "--set", "DEFAULT.seed=2",
                                     "--architectures", "convnet,mlp,lenet"],
+        # The same with M3D's Gaussian kernel (compare `10-dm-inner-mmd`): with one cloud per class the kernel's
+        # synthetic-synthetic term is a constant, so the cloud is drawn towards the real digits near it, weighted by
+        # the kernel, instead of towards their mean.
+        "1-dm-inner-spread-mmd": [*DM_INNER, "--set", "DISTILLATION.init_spread=0.25", "--set",
+                                  "DISTILLATION.dm_kernel=gaussian", "--architectures", "convnet,mlp,lenet"],
         # The same with half the matches in an un-normalised ConvNet (compare `10-dm-inner-norms`).
         "1-dm-inner-spread-norms": [*DM_INNER, "--set", "DISTILLATION.init_spread=0.25", "--set",
                                     "DISTILLATION.network_pool=128x3,128x3-none", "--architectures",
