@@ -445,7 +445,7 @@ GRIDS: dict[str, dict[str, list[str]]] = {
                             # on the MLP.
                             ("dm-inner-cosine-10", ["--eval-only", "assets/mnist_10cpc_dm_inner_cosine.pt"]),
                             # DM-inner with M3D's Gaussian kernel (`distribution/10-dm-inner-mmd`), above herding
-                            # on the MLP.
+                            # on the MLP with seed 0 (not with seed 1).
                             ("dm-inner-mmd-10", ["--eval-only", "assets/mnist_10cpc_dm_inner_mmd.pt"]),
                             # The other real-digit baseline of that size (class-mean-10, 14 points under it on the
                             # ConvNet, is not run here).
