@@ -635,7 +635,7 @@ PLAN: list[tuple[str, list[str] | None, Budget]] = [
     ("distribution", ["10-dm-inner-mmd"], Budget(100, eval_iterations="100")),
     ("ten-arch", ["alexnet-dm-inner-mmd-10"], Budget(eval_models=2)),  # after 10-dm-inner-mmd: its set is the asset
     ("distribution", ["10-dm-inner-mmd-seed1"], Budget(100, eval_iterations="100")),
-    ("distribution", ["50-dm-inner-mmd"], Budget(30, 1000, 2, "30")),
+    ("distribution", ["50-dm-inner-mmd"], Budget(30, eval_models=2, eval_iterations="30")),  # 1000 epochs: the INI's
     ("fifty-full", ["50-dm-inner-mmd-mlp-lenet"], Budget()),  # after it: its set is the asset
     ("precision", None, Budget()),
     ("cross-arch", None, Budget()),
