@@ -637,6 +637,7 @@ PLAN: list[tuple[str, list[str] | None, Budget]] = [
     ("distribution", ["10-dm-inner-mmd-seed1"], Budget(100, eval_iterations="100")),
     ("distribution", ["50-dm-inner-mmd"], Budget(30, eval_models=2, eval_iterations="30")),  # 1000 epochs: the INI's
     ("fifty-full", ["50-dm-inner-mmd-mlp-lenet"], Budget()),  # after it: its set is the asset
+    ("distribution", ["1-dm-inner-spread-mmd"], Budget(100, eval_iterations="100")),
     ("precision", None, Budget()),
     ("cross-arch", None, Budget()),
     ("dsa-eval", None, Budget()),
