@@ -65,6 +65,8 @@ DISTRIBUTION = ["--set", "DISTILLATION.objective=distribution", "--set", "MODEL.
 DM_INNER = [*DISTRIBUTION, "--set", "DISTILLATION.outer_loop=3", "--set", "DISTILLATION.inner_loop=25"]
 # The coordinates' step annealed from MODEL.dist_lr to 0 by half a cosine over the run's updates.
 COSINE_STEP = ["--set", "MODEL.dist_lr_schedule=cosine"]
+# M3D's Gaussian-kernel MMD between the embeddings instead of DM's distance of means (DISTILLATION.dm_kernel).
+GAUSSIAN_KERNEL = ["--set", "DISTILLATION.dm_kernel=gaussian"]
 
 
 # The evaluation in bfloat16 autocast through torch.compile: the same protocol, a different arithmetic (bf16 matched
@@ -349,8 +351,8 @@ GRIDS: dict[str, dict[str, list[str]]] = {
         # The same with M3D's Gaussian kernel (compare `10-dm-inner-mmd`): with one cloud per class the kernel's
         # synthetic-synthetic term is a constant, so the cloud is drawn towards the real digits near it, weighted by
         # the kernel, instead of towards their mean.
-        "1-dm-inner-spread-mmd": [*DM_INNER, "--set", "DISTILLATION.init_spread=0.25", "--set",
-                                  "DISTILLATION.dm_kernel=gaussian", "--architectures", "convnet,mlp,lenet"],
+        "1-dm-inner-spread-mmd": [*DM_INNER, "--set", "DISTILLATION.init_spread=0.25", *GAUSSIAN_KERNEL,
+                                  "--architectures", "convnet,mlp,lenet"],
         # The same with half the matches in an un-normalised ConvNet (compare `10-dm-inner-norms`).
         "1-dm-inner-spread-norms": [*DM_INNER, "--set", "DISTILLATION.init_spread=0.25", "--set",
                                     "DISTILLATION.network_pool=128x3,128x3-none", "--architectures",
@@ -392,12 +394,11 @@ GRIDS: dict[str, dict[str, list[str]]] = {
         # class's embeddings matched, and its clouds pushed apart over its digits, where DM lets them sit anywhere
         # that keeps their mean; the MLP, below herding-10 under every DM variant, reads more than the ConvNet's mean
         # features. bf16 + compile evaluation: compare `10-dm-inner-fast`, seed 0's DM set.
-        "10-dm-inner-mmd": herding_10(*DM_INNER, "--set", "DISTILLATION.dm_kernel=gaussian", *FAST_EVALUATION),
+        "10-dm-inner-mmd": herding_10(*DM_INNER, *GAUSSIAN_KERNEL, *FAST_EVALUATION),
         # Its second distillation seed: do the MLP and LeNet gains over herding-10 hold? (DM's seeds spread 0.9 points.)
-        "10-dm-inner-mmd-seed1": herding_10(*DM_INNER, "--set", "DISTILLATION.dm_kernel=gaussian", "--set",
-                                            "DEFAULT.seed=1", *FAST_EVALUATION),
+        "10-dm-inner-mmd-seed1": herding_10(*DM_INNER, *GAUSSIAN_KERNEL, "--set", "DEFAULT.seed=1", *FAST_EVALUATION),
         # The same at fifty, where every DM set is below herding-50 on the MLP, LeNet and AlexNet.
-        "50-dm-inner-mmd": [*dm_inner_50("--set", "DISTILLATION.dm_kernel=gaussian"),
+        "50-dm-inner-mmd": [*dm_inner_50(*GAUSSIAN_KERNEL),
                             "--architectures", "convnet,mlp,lenet"],
     },
     # EVALUATION.precision = bf16: the default's set by the full protocol in bfloat16 autocast, against the same
