@@ -128,6 +128,7 @@ class Settings:
     class_ce: float
     dm_layers: str
     dm_kernel: str
+    pixel_match: float
     network_pool: str
     reinit_net: bool
     outer_loop: int
@@ -226,6 +227,7 @@ SCHEMA: dict[str, dict[str, tuple[str, str]]] = {
         "class_ce": ("class_ce", _FLOAT),
         "dm_layers": ("dm_layers", _STR),
         "dm_kernel": ("dm_kernel", _STR),
+        "pixel_match": ("pixel_match", _FLOAT),
         "network_pool": ("network_pool", _STR),
         "reinit_net": ("reinit_net", _BOOL),
         "outer_loop": ("outer_loop", _INT),
@@ -555,6 +557,9 @@ def _validate(s: Settings) -> None:
           "a kernel between embeddings: needs DISTILLATION.objective=distribution")
     check(s.dm_kernel == "linear" or s.dm_layers == "last", "DISTILLATION", "dm_kernel", s.dm_kernel,
           "the last embedding alone: needs DISTILLATION.dm_layers=last")
+    check(s.pixel_match >= 0, "DISTILLATION", "pixel_match", s.pixel_match, ">= 0")
+    check(s.pixel_match == 0 or s.objective == "distribution", "DISTILLATION", "pixel_match", s.pixel_match,
+          "the mean splat image beside the embeddings: needs DISTILLATION.objective=distribution")
     if pool := parse_network_pool(s.network_pool):
         check(s.network in ("convnet", "me-convnet"), "DISTILLATION", "network_pool", s.network_pool,
               "a network pool: needs MODEL.network convnet or me-convnet")
@@ -651,7 +656,8 @@ KEYS_ADDED_LATER = {"network": "seed", "matched_layers": "all", "halo": 1, "augm
                     "eval_compile": False, "inner_data": "synthetic", "inner_augment": False,
                     "augment_kinds": "shift,scale,rotate", "eval_augment_strategy": "dc",
                     "init_spread": 0.0, "class_ce": 0.0,
-                    "dm_layers": "last", "dist_lr_schedule": "constant", "dm_kernel": "linear"}
+                    "dm_layers": "last", "dist_lr_schedule": "constant", "dm_kernel": "linear",
+                    "pixel_match": 0.0}
 
 
 def check_resumable(saved: dict[str, Any], settings: Settings) -> None:

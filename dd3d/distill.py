@@ -30,10 +30,11 @@ from dd3d.pointsets import (
     init_uniform,
     random_match_augment,
     random_planar_transforms,
+    splat_images,
     spread_padding,
     transform_points,
 )
-from distillation_loss import gaussian_mmd, layerwise_embedding_distance, match_loss
+from distillation_loss import embedding_distance, gaussian_mmd, layerwise_embedding_distance, match_loss
 
 NUM_CLASSES = 10
 # DISTILLATION.init -> the baseline whose digits it starts from (the noise init has none).
@@ -158,10 +159,21 @@ class Distiller:
                         else layerwise_embedding_distance(layers_syn, layers_real))
             if self.settings.class_ce:
                 distance = distance + self.settings.class_ce * self.class_term(layers_syn[-1], layers_real[-1], c)
+            if self.settings.pixel_match:
+                distance = distance + self.settings.pixel_match * self.pixel_term(syn, real)
             return distance
         gw_real = self.real_gradients(real, c)
         gw_syn = self.class_gradients(syn, c, create_graph=True)
         return match_loss(gw_syn, gw_real, self.settings.dist_opt)
+
+    def pixel_term(self, syn: torch.Tensor, real: torch.Tensor) -> torch.Tensor:
+        """Herding's criterion beside the network's: the squared distance between the class's mean splat image of
+        the synthetic clouds and of the real batch (DM's distance with the pixels as the embedding). Herding's
+        digits keep their class's mean image; DM's network embeddings alone let the set drift off it, which
+        networks that read pixels (the MLP) feel."""
+        with torch.no_grad():
+            target = splat_images(real).flatten(1)
+        return embedding_distance(splat_images(syn).flatten(1), target)
 
     def embeddings(self, x: Any) -> list[torch.Tensor]:
         """What DM matches of input ``x``: the last embedding alone, or every block's (DISTILLATION.dm_layers)."""

@@ -14,7 +14,7 @@ from torch import nn
 
 from configs.settings import REPO_ROOT, load_settings
 from dd3d.distill import Distiller, build_network
-from dd3d.pointsets import RealClouds, bilinear_corners, points_to_images
+from dd3d.pointsets import RealClouds, bilinear_corners, points_to_images, splat_images
 from distillation_loss import embedding_distance, gaussian_mmd, match_loss
 from models.MEConv import MEPytorch, create_dense_splat
 from models.MNIST import ConvNet
@@ -359,6 +359,24 @@ def test_gaussian_kernel_matches_the_embeddings_mmd_and_moves_the_clouds(mnist, 
     assert torch.isfinite(grad).all() and grad.abs().sum() > 0
     stats = gaussian.step()
     assert stats.displacement > 0 and all(math.isfinite(v) for v in stats.per_class)
+
+
+@pytest.mark.parametrize("network", ["convnet", "me-convnet"])
+def test_pixel_match_adds_the_distance_of_the_class_mean_images(mnist, network):
+    plain, anchored = distribution_pair(mnist, network, "--set", "DISTILLATION.pixel_match=0.5")
+    real = plain.real.sample(3, 8, torch.Generator().manual_seed(3)) + plain.real_offset
+    syn = plain.points[6:8].detach().clone().requires_grad_()
+    with torch.no_grad():
+        real_mean = splat_images(real).mean(0).squeeze(0)
+        syn_mean = splat_images(syn).mean(0).squeeze(0)
+    pixels = float(((real_mean - syn_mean) ** 2).sum())
+    assert pixels > 1e-3
+    distance = anchored.class_distance(real, syn, 3)
+    expected = float(plain.class_distance(real, syn, 3).detach()) + 0.5 * pixels
+    assert float(distance.detach()) == pytest.approx(expected, rel=1e-5)
+    [g_anchored] = torch.autograd.grad(distance, syn)
+    [g_plain] = torch.autograd.grad(plain.class_distance(real, syn, 3), syn)
+    assert not torch.allclose(g_anchored, g_plain, rtol=1e-2)
 
 
 def test_network_pool_draws_a_member_each_iteration_without_changing_the_real_batches(mnist):

@@ -96,6 +96,8 @@ def test_user_config_only_needs_changed_keys(tmp_path: Path):
     (["--set", "DISTILLATION.dm_kernel=gaussian"], "dm_kernel = 'gaussian' is out of range (a kernel between"),
     (["--set", "DISTILLATION.dm_kernel=gaussian", "--set", "DISTILLATION.objective=distribution", "--set",
       "DISTILLATION.dm_layers=all"], "the last embedding alone: needs DISTILLATION.dm_layers=last"),
+    (["--set", "DISTILLATION.pixel_match=-1"], "DISTILLATION.pixel_match = -1.0 is out of range (>= 0)"),
+    (["--set", "DISTILLATION.pixel_match=1"], "pixel_match = 1.0 is out of range (the mean splat image beside"),
     (["--set", "DISTILLATION.network_pool=64x2", "--set", "DISTILLATION.reinit_net=false"],
      "needs DISTILLATION.reinit_net"),
     (["--config", "configs/seed.ini", "--set", "DISTILLATION.network_pool=64x2"],
