@@ -16,7 +16,7 @@ from tqdm.contrib.logging import logging_redirect_tqdm
 
 from configs.settings import Settings, SettingsError, check_resumable, parse_command_line
 from dd3d.distill import Distiller, DivergedError, build_network
-from dd3d.evaluate import evaluate_set, pixel_standardiser
+from dd3d.evaluate import emulated_bf16_warning, evaluate_set, pixel_standardiser
 from dd3d.mnist import DataError, load_mnist
 from dd3d.outputs import (
     LOG,
@@ -88,6 +88,8 @@ def run(argv: Sequence[str] | None = None) -> int:
         if settings.distillation_checkpoint_dir is not None:
             check_creatable_dir(settings.distillation_checkpoint_dir, "DISTILLATION.distillation_checkpoint_dir")
         device = resolve_device(settings.device)
+        if warning := emulated_bf16_warning(device, settings.eval_precision):
+            LOG.warning(warning)
         data = load_mnist(settings.dataset_dir)
         seed_everything(settings.seed)
         distilling = not (invocation.eval_only or invocation.baseline)

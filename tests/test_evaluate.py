@@ -102,6 +102,17 @@ def test_bf16_evaluation_autocasts_the_forward_and_keeps_float32_weights(mnist, 
     assert all(p.dtype == torch.float32 and torch.isfinite(p).all() for p in stack.params.values())
 
 
+def test_bf16_on_a_cpu_without_native_bfloat16_is_warned_about(monkeypatch):
+    cpu, native = torch.device("cpu"), {"bf16": True}
+    monkeypatch.setattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", lambda: native["bf16"])
+    assert ev.emulated_bf16_warning(cpu, "bf16") is None
+    native["bf16"] = False
+    warning = ev.emulated_bf16_warning(cpu, "bf16")
+    assert warning.startswith("EVALUATION.precision=bf16 on a CPU without native bfloat16") and "\n" not in warning
+    assert ev.emulated_bf16_warning(cpu, "fp32") is None
+    assert ev.emulated_bf16_warning(torch.device("cuda"), "bf16") is None
+
+
 @pytest.mark.skipif(shutil.which("g++") is None, reason="torch.compile's CPU backend needs a C++ compiler")
 def test_compiled_evaluation_trains_and_tests_the_same_model(mnist, small_eval):
     """EVALUATION.compile: the ConvNet through torch.compile ends with the eager model's weights (up to float
