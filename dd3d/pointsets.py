@@ -240,9 +240,16 @@ def splat_images(points: torch.Tensor) -> torch.Tensor:
     """Splat projection: occupancy [B, 1, 28, 28] of the points' bilinear shares (``soft_union``); what the
     splatting networks see, and the gray image the ``splat`` evaluation projection trains on."""
     b = points.shape[0]
-    batch, cells, weights = splat_cells(points)
-    flat = (batch * IMAGE_SIZE + cells[:, 0]) * IMAGE_SIZE + cells[:, 1]
-    return soft_union(flat, weights, b * IMAGE_SIZE * IMAGE_SIZE).view(b, 1, IMAGE_SIZE, IMAGE_SIZE)
+    cells, weights = bilinear_corners(points)
+    size = b * IMAGE_SIZE * IMAGE_SIZE
+    batch = torch.arange(b, device=points.device).view(b, 1, 1)
+    flat = (batch * IMAGE_SIZE + cells[..., 0]) * IMAGE_SIZE + cells[..., 1]
+    # Corners off the grid go to one spare cell, cut off after the sum, rather than being masked out: the same image
+    # and gradients (tested), with tensors of one shape per batch shape instead of data-dependent ones. A run with
+    # DISTILLATION.pixel_match, which splats every real batch, grew with masking; with the spare cell it grows less
+    # (10 iterations at fifty per class, outer 2 x inner 3: peak RSS 2.06 -> 1.62 GB; 1.27 GB without the term).
+    flat = torch.where(((cells >= 0) & (cells < IMAGE_SIZE)).all(-1), flat, size)
+    return soft_union(flat.flatten(), weights.flatten(), size + 1)[:size].view(b, 1, IMAGE_SIZE, IMAGE_SIZE)
 
 
 def project_points(points: torch.Tensor, projection: str) -> torch.Tensor:

@@ -78,6 +78,10 @@ def test_pixel_standardiser_centres_and_scales_by_the_training_digits():
 
 
 def test_bf16_evaluation_autocasts_the_forward_and_keeps_float32_weights(mnist, small_eval):
+    """Two SGD steps (two epochs of 100 digits) in bf16 and in fp32 from the same start and data order: float32
+    weights, nearly the same update (3 % apart measured; a bf16 step that failed to train would be 100 % off), nearly
+    the same predictions. Short because bf16 on a CPU without native bfloat16 is ~20x slower than fp32; that
+    bf16 matches fp32 over the full protocol is the `precision` grid's row (README, Results)."""
     settings, test_images, test_labels = small_eval
     picks = torch.cat([torch.nonzero(mnist.train_labels == c).flatten()[:10] for c in range(10)])
     images = occupancy_to_images(binarize(mnist.train_images[picks], settings.threshold))
@@ -85,16 +89,18 @@ def test_bf16_evaluation_autocasts_the_forward_and_keeps_float32_weights(mnist, 
         assert make_models("convnet", [0], images.device)[0](images[:2]).dtype == torch.bfloat16
     with autocast(images.device, "fp32"):
         assert make_models("convnet", [0], images.device)[0](images[:2]).dtype == torch.float32
-    accuracy = {}
+    update, accuracy = {}, {}
     for precision in ("fp32", "bf16"):
-        bf = load_settings(["--eval-epochs", "30", "--set", f"EVALUATION.precision={precision}"])
+        bf = load_settings(["--eval-epochs", "2", "--set", f"EVALUATION.precision={precision}"])
         [net] = make_models("convnet", [0], images.device)
+        start = torch.nn.utils.parameters_to_vector(net.parameters()).detach().clone()
         train_model(net, images, mnist.train_labels[picks], bf, torch.Generator().manual_seed(0), 0.01)
         assert all(p.dtype == torch.float32 for p in net.parameters())
-        accuracy[precision] = ev.test_accuracy(net, test_images, test_labels, False, torch.Generator(),
-                                            precision=precision)
-    # Same data order, same start: bfloat16 rounding alone moves the accuracy a little, not a lot.
-    assert accuracy["fp32"] > 0.5 and abs(accuracy["bf16"] - accuracy["fp32"]) < 0.08, accuracy
+        update[precision] = torch.nn.utils.parameters_to_vector(net.parameters()).detach() - start
+        accuracy[precision] = ev.test_accuracy(net, test_images[:200], test_labels[:200], False, torch.Generator(),
+                                               precision=precision)
+    assert (update["bf16"] - update["fp32"]).norm() < 0.15 * update["fp32"].norm()
+    assert abs(accuracy["bf16"] - accuracy["fp32"]) <= 0.05, accuracy
     # The stacked path too: a finite float32 loss from bf16 logits, float32 weights after the steps.
     bf = load_settings(["--eval-epochs", "2", "--set", "EVALUATION.precision=bf16"])
     stack = train_stack(ModelStack(make_models("mlp", [0, 1], images.device)), images, mnist.train_labels[picks], bf,

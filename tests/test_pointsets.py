@@ -151,6 +151,27 @@ def test_splat_projection_is_gray_between_cells_and_binary_at_cell_centres(mnist
     assert project_points(point, "binary")[0, 0, 10, 4] == 1.0  # binary: the whole pixel, floor(4.0)
 
 
+def test_dense_splat_is_the_union_of_the_in_grid_splat_cells_values_and_gradients():
+    from dd3d.pointsets import IMAGE_SIZE, soft_union, splat_cells, splat_images
+
+    torch.manual_seed(0)
+    points = torch.rand(3, 60, 3, dtype=torch.float64) * 36 - 4  # a margin of points with corners off the grid
+    points[0, :10, 1:] = -112.0  # cut out: every corner off the grid
+    points[1, :5, 1:] = torch.tensor([0.5, 14.5], dtype=torch.float64)  # cell centres: three corners of weight 0
+    dense_in, sparse_in = points.clone().requires_grad_(), points.clone().requires_grad_()
+    dense = splat_images(dense_in)
+    # The sparse networks' input: the in-grid cells alone (splat_cells), each cloud's union of their shares.
+    batch, cells, weights = splat_cells(sparse_in)
+    flat = (batch * IMAGE_SIZE + cells[:, 0]) * IMAGE_SIZE + cells[:, 1]
+    sparse = soft_union(flat, weights, dense.numel()).view_as(dense)
+    assert torch.equal(dense, sparse) and dense[0].sum() > 0
+    upstream = torch.randn_like(dense)
+    (dense * upstream).sum().backward()
+    (sparse * upstream).sum().backward()
+    assert torch.equal(dense_in.grad, sparse_in.grad)
+    assert (dense_in.grad[0, :10] == 0).all() and dense_in.grad[2].abs().sum() > 0
+
+
 def test_baselines_are_the_same_images_under_either_projection(mnist):
     from configs.settings import load_settings
     from mnist_distill import baseline_set
