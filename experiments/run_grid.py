@@ -425,7 +425,12 @@ GRIDS: dict[str, dict[str, list[str]]] = {
         # Neither other families (EVAL_POOL) nor a pixel term lifted the set; ConvNets of other widths and depths
         # (SHAPE_POOL) stay in the family the set trains best, with features the evaluation's ConvNet lacks.
         # fp32 evaluation (compare `10-dm-inner-full`): bf16 is ~17x slower on a CPU without native bf16 (AVX2 only).
-        "10-dm-inner-shapes": herding_10(*DM_INNER, *SHAPE_POOL),
+        # Named explicitly: a resumed run keeps its checkpoint's evaluation settings unless told otherwise.
+        "10-dm-inner-shapes": herding_10(*DM_INNER, *SHAPE_POOL, "--set", "EVALUATION.precision=fp32", "--set",
+                                         "EVALUATION.compile=false"),
+        # The same pool at one cloud per class, in the spread mode (compare `1-dm-inner-spread`, seeds 0-2).
+        "1-dm-inner-spread-shapes": [*DM_INNER, "--set", "DISTILLATION.init_spread=0.25", *SHAPE_POOL,
+                                     "--architectures", "convnet,mlp,lenet"],
     },
     # EVALUATION.precision = bf16: the default's set by the full protocol in bfloat16 autocast, against the same
     # models' fp32 figures (`herding-init/1cpc`: same seeds, same data order).
@@ -669,7 +674,7 @@ PLAN: list[tuple[str, list[str] | None, Budget]] = [
     ("distribution", ["50-dm-inner-pool"], Budget(60, eval_models=2, eval_iterations="60")),
     ("distribution", ["10-dm-inner-pixel"], Budget(100, eval_iterations="100")),
     ("distribution", ["50-dm-inner-pixel"], Budget(30, eval_models=2, eval_iterations="30")),
-    ("distribution", ["10-dm-inner-shapes"], Budget(100, eval_iterations="100")),
+    ("distribution", ["10-dm-inner-shapes", "1-dm-inner-spread-shapes"], Budget(100, eval_iterations="100")),
     ("precision", None, Budget()),
     ("cross-arch", None, Budget()),
     ("dsa-eval", None, Budget()),
