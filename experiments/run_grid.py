@@ -445,6 +445,9 @@ GRIDS: dict[str, dict[str, list[str]]] = {
         # the nets without the ConvNet's norms, where the question is (5 min against the ConvNet's 50 here).
         "10-dm-inner-mmd-cosine-seed1": [*HERDING_INIT, "--clouds-per-class", "10", *DM_INNER, *GAUSSIAN_KERNEL,
                                          *COSINE_STEP, "--set", "DEFAULT.seed=1", "--architectures", "mlp,lenet"],
+        # Its ConvNet figure by the full protocol (after it: its set is the asset).
+        "10-dm-inner-mmd-cosine-seed1-full": ["--eval-only", "assets/mnist_10cpc_dm_inner_mmd_cosine_seed1.pt",
+                                              "--architectures", "convnet", *COMPILED_FP32_EVALUATION],
         # The same pool at one cloud per class, in the spread mode (compare `1-dm-inner-spread`, seeds 0-2).
         "1-dm-inner-spread-shapes": [*DM_INNER, "--set", "DISTILLATION.init_spread=0.25", *SHAPE_POOL,
                                      "--architectures", "convnet,mlp,lenet"],
@@ -512,6 +515,11 @@ GRIDS: dict[str, dict[str, list[str]]] = {
         # rows stay the comparison.
         f"{arch}-dm-inner-mmd-10": ["--eval-only", "assets/mnist_10cpc_dm_inner_mmd.pt", "--architectures", arch]
         for arch in ("vgg11", "resnet18")
+    } | {
+        # The kernel with the cosine step (`distribution/10-dm-inner-mmd-cosine`, the best ten-per-class MLP and LeNet
+        # figures), fp32 as the entries above.
+        f"{arch}-dm-inner-mmd-cosine-10": ["--eval-only", "assets/mnist_10cpc_dm_inner_mmd_cosine.pt",
+                                           "--architectures", arch] for arch in ("alexnet", "vgg11", "resnet18")
     },
     # Fifty clouds per class on the larger architectures: the fifty-per-class assets (`distribution/50-dm`,
     # `50-dm-inner`, `50-dm-inner-cosine`) and their start, herding's fifty digits, as `ten-arch` (bf16 + compile;
@@ -669,7 +677,8 @@ PLAN: list[tuple[str, list[str] | None, Budget]] = [
     ("alexnet", ["dm-inner-spread-seed1-set"], Budget()),
     ("vgg11", ["dm-inner-spread-seed1-set"], Budget(eval_models=2)),
     ("resnet18", ["dm-inner-spread-seed1-set"], Budget(eval_models=2)),
-    ("ten-arch", [n for n in GRIDS["ten-arch"] if not n.endswith(("-dm-inner-cosine-10", "-dm-inner-mmd-10"))],
+    ("ten-arch", [n for n in GRIDS["ten-arch"]
+                  if not n.endswith(("-dm-inner-cosine-10", "-dm-inner-mmd-10", "-mmd-cosine-10"))],
      Budget(eval_models=2)),
     # After distribution/10-dm-inner-cosine: its set is the asset.
     ("ten-arch", [n for n in GRIDS["ten-arch"] if n.endswith("-dm-inner-cosine-10")], Budget(eval_models=2)),
@@ -703,6 +712,9 @@ PLAN: list[tuple[str, list[str] | None, Budget]] = [
     ("distribution", ["10-dm-inner-shapes", "1-dm-inner-spread-shapes"], Budget(100, eval_iterations="100")),
     ("distribution", ["10-dm-inner-binary-mlp-lenet"], Budget()),
     ("distribution", ["10-dm-inner-mmd-cosine", "10-dm-inner-mmd-cosine-seed1"], Budget(100, eval_iterations="100")),
+    # After them: their sets are the assets.
+    ("distribution", ["10-dm-inner-mmd-cosine-seed1-full"], Budget()),
+    ("ten-arch", ["alexnet-dm-inner-mmd-cosine-10", "vgg11-dm-inner-mmd-cosine-10"], Budget(eval_models=2)),
     ("ten-arch", ["vgg11-dm-inner-mmd-10"], Budget(eval_models=2)),
     ("ten-arch", ["resnet18-dm-inner-mmd-10"], Budget(eval_models=1)),  # one model: 86 min in fp32 here
     ("precision", None, Budget()),
