@@ -442,7 +442,7 @@ GRIDS: dict[str, dict[str, list[str]]] = {
         # digits, from a set that stays nearer its start, put the MLP above herding-10 by more than the models' spread?
         "10-dm-inner-mmd-cosine": herding_10(*DM_INNER, *GAUSSIAN_KERNEL, *COSINE_STEP, *COMPILED_FP32_EVALUATION),
         # Its second seed (the seed under which the kernel alone fell 0.6 under herding-10 on the MLP), judged first on
-        # the nets without the ConvNet's norms, where the question is (5 min against the ConvNet's 50 here).
+        # the nets without the ConvNet's norms, where the question is (minutes, against the ConvNet's ~40 here).
         "10-dm-inner-mmd-cosine-seed1": [*HERDING_INIT, "--clouds-per-class", "10", *DM_INNER, *GAUSSIAN_KERNEL,
                                          *COSINE_STEP, "--set", "DEFAULT.seed=1", "--architectures", "mlp,lenet"],
         # Its ConvNet figure by the full protocol (after it: its set is the asset).
@@ -510,9 +510,9 @@ GRIDS: dict[str, dict[str, list[str]]] = {
         "alexnet-dm-10": ["--eval-only", "assets/mnist_10cpc_dm.pt", "--architectures", "alexnet", *FAST_EVALUATION],
     } | {
         # The Gaussian-kernel set on VGG-11 and ResNet-18 in fp32 (these replace the bf16 entries above): they ran on
-        # an AVX2-only CPU, where bf16 is emulated and ~17x slower (fp32 here: ~28 min per VGG-11 model, ~86 min per
-        # ResNet-18 one). bf16 matched fp32 within the models' spread (`precision/1cpc-bf16`), so the bf16 herding-10
-        # rows stay the comparison.
+        # an AVX2-only CPU, where bf16 is emulated and ~17x slower (fp32 there: 33 min per VGG-11 model beside another
+        # job; ~86 min per ResNet-18 one, probed). bf16 matched fp32 within the models' spread
+        # (`precision/1cpc-bf16`), so the bf16 herding-10 rows stay the comparison.
         f"{arch}-dm-inner-mmd-10": ["--eval-only", "assets/mnist_10cpc_dm_inner_mmd.pt", "--architectures", arch]
         for arch in ("vgg11", "resnet18")
     } | {
