@@ -576,6 +576,7 @@ ASSETS = {"mnist_1cpc_convnet": ("convnet", "meaninit", 300), "mnist_10cpc_convn
           "mnist_10cpc_dm_inner_mmd_cosine": ("distribution", "10-dm-inner-mmd-cosine", 100),
           "mnist_10cpc_dm_inner_mmd_cosine_seed1": ("distribution", "10-dm-inner-mmd-cosine-seed1", 100),
           "mnist_50cpc_dm_inner_mmd": ("distribution", "50-dm-inner-mmd", 30),
+          "mnist_50cpc_dm_inner_mmd_cosine": ("distribution", "50-dm-inner-mmd-cosine", 30),
           "mnist_1cpc_dm_inner_spread": ("distribution", "1-dm-inner-spread", 100),
           "mnist_1cpc_dm_inner_spread_seed1": ("distribution", "1-dm-inner-spread-seed1", 100)}
 
