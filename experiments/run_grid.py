@@ -100,7 +100,7 @@ def herding_10(*variant: str, architectures: str = "convnet,mlp,lenet") -> list[
 
 def dm_inner_50(*variant: str, evaluation: tuple[str, ...] = tuple(FAST_EVALUATION)) -> list[str]:
     """DM's inner loop at fifty clouds per class from herding's digits, with ``variant``'s flags: a checkpoint every
-    10 iterations (~80-140 s each on the AMX machines, ~200 s on the AVX2-only EPYC) and the evaluation's flags
+    10 iterations (~80-140 s each on the AMX machines, ~110 s on the AVX2-only EPYC) and the evaluation's flags
     (default bf16 + compile)."""
     return [*HERDING_INIT, "--clouds-per-class", "50", *DM_INNER, *variant, "--set", "DISTILLATION.save_cad_every=10",
             *evaluation]
