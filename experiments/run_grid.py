@@ -236,6 +236,9 @@ GRIDS: dict[str, dict[str, list[str]]] = {
         # And with M3D's Gaussian kernel (`distribution/50-dm-inner-mmd`, ASSETS: `mnist_50cpc_dm_inner_mmd`).
         "50-dm-inner-mmd-mlp-lenet": ["--eval-only", "assets/mnist_50cpc_dm_inner_mmd.pt",
                                       "--architectures", "mlp,lenet"],
+        # The kernel with the cosine step's ConvNet (`distribution/50-dm-inner-mmd-cosine` was judged on the pair).
+        "50-dm-inner-mmd-cosine-convnet": ["--eval-only", "assets/mnist_50cpc_dm_inner_mmd_cosine.pt",
+                                           "--architectures", "convnet", *COMPILED_FP32_EVALUATION],
     },
     # Adam's step on the coordinates (MODEL.dist_lr) at ten clouds per class, from herding's digits: Adam
     # moves every point about dist_lr pixels per step whatever its gradient's share of the signal, which is
@@ -537,6 +540,11 @@ GRIDS: dict[str, dict[str, list[str]]] = {
                             ("dm-50", ["--eval-only", "assets/mnist_50cpc_dm.pt"]),
                             ("dm-inner-50", ["--eval-only", "assets/mnist_50cpc_dm_inner.pt"]),
                             ("dm-inner-cosine-50", ["--eval-only", "assets/mnist_50cpc_dm_inner_cosine.pt"]))
+    } | {
+        # The kernel with the cosine step at fifty (`distribution/50-dm-inner-mmd-cosine`), in fp32 as `ten-arch`'s
+        # AVX2 entries.
+        f"{arch}-dm-inner-mmd-cosine-50": ["--eval-only", "assets/mnist_50cpc_dm_inner_mmd_cosine.pt",
+                                           "--architectures", arch] for arch in ("alexnet", "vgg11")
     },
     # The evaluation models trained with DSA's augmentation (EVALUATION.augment_strategy=dsa; DSA's and DM's published
     # figures use it) instead of DC's: the best ten-per-class set and its start, herding's ten digits.
@@ -724,7 +732,10 @@ PLAN: list[tuple[str, list[str] | None, Budget]] = [
     ("distribution", ["50-dm-inner-mmd-cosine"], Budget(30, eval_iterations="30")),
     ("ten-arch", ["alexnet-dm-inner-mmd-cosine-10", "vgg11-dm-inner-mmd-cosine-10"], Budget(eval_models=2)),
     ("ten-arch", ["vgg11-dm-inner-mmd-10"], Budget(eval_models=2)),
-    ("ten-arch", ["resnet18-dm-inner-mmd-10"], Budget(eval_models=1)),  # one model: ~86 min in fp32 there, probed
+    # One model each: ~86 min per ResNet-18 in fp32 here (probed).
+    ("ten-arch", ["resnet18-dm-inner-mmd-cosine-10"], Budget(eval_models=1)),
+    ("fifty-arch", ["vgg11-dm-inner-mmd-cosine-50", "alexnet-dm-inner-mmd-cosine-50"], Budget(eval_models=1)),
+    ("fifty-full", ["50-dm-inner-mmd-cosine-convnet"], Budget(eval_models=2)),
     ("precision", None, Budget()),
     ("cross-arch", None, Budget()),
     ("dsa-eval", None, Budget()),
