@@ -22,6 +22,7 @@ from torchvision.utils import make_grid, save_image
 from configs.settings import Settings
 from dd3d.evaluate import Evaluation
 from dd3d.pointsets import SPLAT_HIGH
+from dd3d.runtime import peak_memory_gb, resident_memory_gb
 
 LOG = logging.getLogger("dd3d")
 
@@ -369,6 +370,9 @@ class RunRecord:
         self.logger.scalar("Distillation/point_grad_abs_mean", stats.grad_abs_mean, iteration)
         self.logger.scalar("Distillation/point_displacement", stats.displacement, iteration)
         self.logger.scalar("Distillation/point_lr", stats.lr, iteration)
+        # Some fifty-per-class runs grew to ~22 GB for reasons not yet found (README): make growth visible.
+        if (memory := resident_memory_gb()) is not None:
+            self.logger.scalar("Distillation/resident_memory_gb", memory, iteration)
 
     def save(self, iteration: int, state: dict[str, Any]) -> None:
         """PLY exports, the clouds in TensorBoard, and an atomic checkpoint to continue from."""
@@ -384,6 +388,7 @@ class RunRecord:
             "status": status, "iteration": iteration, "mode": self.settings.mode,
             "settings": self.settings.to_dict(), **self.extra, "evaluations": self.evaluations,
             "timings": {**self.timings, "seconds_per_iteration": self.timings["distillation_seconds"] / timed},
+            "peak_memory_gb": peak_memory_gb(),  # this process's (a resumed run's earlier processes not included)
         }
         if self.evaluations:
             results["final_accuracy"] = {k: self.evaluations[-1][k] for k in ("iteration", "mean", "std")}

@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import contextlib
+import os
 import random
+import resource
 import signal
+import sys
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -27,6 +31,22 @@ def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed)  # noqa: NPY002 - third-party code may draw from the legacy global RNG
     torch.manual_seed(seed)
+
+
+def peak_memory_gb() -> float:
+    """This process's peak resident memory so far (Linux updates its high-water mark lazily: at least now's)."""
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    peak_gb = peak / 2**30 if sys.platform == "darwin" else peak / 2**20  # bytes on macOS, KiB on Linux
+    return max(peak_gb, resident_memory_gb() or 0.0)
+
+
+def resident_memory_gb() -> float | None:
+    """This process's resident memory now (Linux's /proc; None where there is none)."""
+    try:
+        pages = int(Path("/proc/self/statm").read_text().split()[1])
+    except (OSError, ValueError, IndexError):
+        return None
+    return pages * os.sysconf("SC_PAGE_SIZE") / 2**30
 
 
 class StopRequest:

@@ -19,6 +19,7 @@ def check_run_folder(run, mode: str, log: bool) -> dict:
         assert len(e["accuracies"]) == 2 and 0 <= e["mean"] <= 1
     assert set(results["timings"]) >= {"seconds_per_iteration", "distillation_seconds", "evaluation_seconds"}
     assert results["timings"]["seconds_per_iteration"] > 0
+    assert 0.1 < results["peak_memory_gb"] < 64  # torch alone holds more than 100 MB
 
     ckpt = torch.load(run / "synthetic.pt", weights_only=False)
     assert ckpt["points"].shape == (10, 100, 3) and ckpt["points"].dtype == torch.float32
@@ -47,6 +48,9 @@ def check_run_folder(run, mode: str, log: bool) -> dict:
         assert len(acc.Scalars("Distillation/matched_loss")) == 3
         lr = results["settings"]["dist_lr"]  # constant schedule: every iteration at dist_lr
         assert [e.value for e in acc.Scalars("Distillation/point_lr")] == pytest.approx([lr] * 3)
+        memory = [e.value for e in acc.Scalars("Distillation/resident_memory_gb")]
+        # The kernel's high-water mark lags by a few pages; the steps' readings are within 1 % of it.
+        assert len(memory) == 3 and all(0.1 < m <= 1.01 * results["peak_memory_gb"] for m in memory)
         assert "iteration 3: test accuracy" in (run / "log.txt").read_text()
     return results
 
