@@ -32,7 +32,7 @@ from dd3d.outputs import (
     setup_console_logging,
 )
 from dd3d.pointsets import CELL_CENTRE, RealClouds, binarize, occupancy_to_images, project_points
-from dd3d.runtime import StopRequest, resolve_device, seed_everything
+from dd3d.runtime import StopRequest, release_free_memory, resolve_device, seed_everything
 from models.minkowski import MinkowskiUnavailable
 
 EXIT_BAD_INPUT, EXIT_DIVERGED, EXIT_WRITE_FAILED, EXIT_INTERRUPTED = 2, 3, 4, 130
@@ -173,6 +173,7 @@ def run(argv: Sequence[str] | None = None) -> int:
                 status = "diverged"
                 LOG.error("iteration %d: %s; the last good checkpoint is kept in %s", iteration, e, run_dir)
                 break
+            release_free_memory()
             record.add_step(iteration, stats, time.perf_counter() - start)
             last = record.evaluations[-1]["mean"] if record.evaluations else float("nan")
             bar.set_postfix(loss=f"{stats.loss:.4g}", acc=f"{100 * last:.1f}%")
