@@ -735,7 +735,7 @@ PLAN: list[tuple[str, list[str] | None, Budget]] = [
     # One model each: ~86 min per ResNet-18 in fp32 here (probed).
     ("ten-arch", ["resnet18-dm-inner-mmd-cosine-10"], Budget(eval_models=1)),
     ("fifty-arch", ["vgg11-dm-inner-mmd-cosine-50", "alexnet-dm-inner-mmd-cosine-50"], Budget(eval_models=1)),
-    ("fifty-full", ["50-dm-inner-mmd-cosine-convnet"], Budget(eval_models=2)),
+    ("fifty-full", ["50-dm-inner-mmd-cosine-convnet"], Budget(eval_models=1)),
     ("precision", None, Budget()),
     ("cross-arch", None, Budget()),
     ("dsa-eval", None, Budget()),
