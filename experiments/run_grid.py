@@ -239,6 +239,10 @@ GRIDS: dict[str, dict[str, list[str]]] = {
         # The kernel with the cosine step's ConvNet (`distribution/50-dm-inner-mmd-cosine` was judged on the pair).
         "50-dm-inner-mmd-cosine-convnet": ["--eval-only", "assets/mnist_50cpc_dm_inner_mmd_cosine.pt",
                                            "--architectures", "convnet", *COMPILED_FP32_EVALUATION],
+        # A second model by another evaluation seed, on the other core (one model each: ~52 min here).
+        "50-dm-inner-mmd-cosine-convnet-seed1": ["--eval-only", "assets/mnist_50cpc_dm_inner_mmd_cosine.pt",
+                                                 "--architectures", "convnet", *COMPILED_FP32_EVALUATION,
+                                                 "--set", "DEFAULT.seed=1"],
     },
     # Adam's step on the coordinates (MODEL.dist_lr) at ten clouds per class, from herding's digits: Adam
     # moves every point about dist_lr pixels per step whatever its gradient's share of the signal, which is
@@ -735,7 +739,7 @@ PLAN: list[tuple[str, list[str] | None, Budget]] = [
     # One model each: ~86 min per ResNet-18 in fp32 here (probed).
     ("ten-arch", ["resnet18-dm-inner-mmd-cosine-10"], Budget(eval_models=1)),
     ("fifty-arch", ["vgg11-dm-inner-mmd-cosine-50", "alexnet-dm-inner-mmd-cosine-50"], Budget(eval_models=1)),
-    ("fifty-full", ["50-dm-inner-mmd-cosine-convnet"], Budget(eval_models=1)),
+    ("fifty-full", ["50-dm-inner-mmd-cosine-convnet", "50-dm-inner-mmd-cosine-convnet-seed1"], Budget(eval_models=1)),
     ("precision", None, Budget()),
     ("cross-arch", None, Budget()),
     ("dsa-eval", None, Budget()),
