@@ -33,7 +33,6 @@ import argparse
 import json
 import os
 import platform
-import resource
 import statistics
 import subprocess
 import sys
@@ -55,6 +54,7 @@ from dd3d.distill import Distiller, build_network  # noqa: E402
 from dd3d.evaluate import CHUNK, ModelStack, compiled, make_models, test_accuracy, test_stack, train_model, train_stack  # noqa: E402
 from dd3d.mnist import load_mnist  # noqa: E402
 from dd3d.pointsets import RealClouds, binarize, occupancy_to_images  # noqa: E402
+from dd3d.runtime import peak_memory_gb  # noqa: E402
 from distillation_loss import match_loss  # noqa: E402
 from models.MEConv import create_dense_batch, create_input_batch  # noqa: E402
 from models.MNIST import ConvNet  # noqa: E402
@@ -349,7 +349,7 @@ def main() -> int:
         slice_epochs, test_digits = (5, 500) if args.quick else (20, 2000)
         out["evaluation_architectures"] = bench_architectures(data, device, archs, args.eval_models, 1000,
                                                               slice_epochs, test_digits, speed)
-    out["peak_rss_gb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024**2
+    out["peak_rss_gb"] = peak_memory_gb()
     print(json.dumps(out, indent=2))
     return 0
 
