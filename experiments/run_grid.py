@@ -239,7 +239,7 @@ GRIDS: dict[str, dict[str, list[str]]] = {
         # The kernel with the cosine step's ConvNet (`distribution/50-dm-inner-mmd-cosine` was judged on the pair).
         "50-dm-inner-mmd-cosine-convnet": ["--eval-only", "assets/mnist_50cpc_dm_inner_mmd_cosine.pt",
                                            "--architectures", "convnet", *COMPILED_FP32_EVALUATION],
-        # A second model by another evaluation seed, on the other core (one model each: ~52 min here).
+        # A second model by another evaluation seed, on the other core (one model each: 49 min here).
         "50-dm-inner-mmd-cosine-convnet-seed1": ["--eval-only", "assets/mnist_50cpc_dm_inner_mmd_cosine.pt",
                                                  "--architectures", "convnet", *COMPILED_FP32_EVALUATION,
                                                  "--set", "DEFAULT.seed=1"],
@@ -736,7 +736,7 @@ PLAN: list[tuple[str, list[str] | None, Budget]] = [
     ("distribution", ["50-dm-inner-mmd-cosine"], Budget(30, eval_iterations="30")),
     ("ten-arch", ["alexnet-dm-inner-mmd-cosine-10", "vgg11-dm-inner-mmd-cosine-10"], Budget(eval_models=2)),
     ("ten-arch", ["vgg11-dm-inner-mmd-10"], Budget(eval_models=2)),
-    # One model each: ~86 min per ResNet-18 in fp32 here (probed).
+    # One model each: 111 min per ResNet-18 in fp32 here beside another job (measured).
     ("ten-arch", ["resnet18-dm-inner-mmd-cosine-10"], Budget(eval_models=1)),
     ("fifty-arch", ["vgg11-dm-inner-mmd-cosine-50", "alexnet-dm-inner-mmd-cosine-50"], Budget(eval_models=1)),
     ("fifty-full", ["50-dm-inner-mmd-cosine-convnet", "50-dm-inner-mmd-cosine-convnet-seed1"], Budget(eval_models=1)),
