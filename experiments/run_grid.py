@@ -738,6 +738,8 @@ PLAN: list[tuple[str, list[str] | None, Budget]] = [
     ("ten-arch", ["vgg11-dm-inner-mmd-10"], Budget(eval_models=2)),
     # One model each: 111 min per ResNet-18 in fp32 here beside another job (measured).
     ("ten-arch", ["resnet18-dm-inner-mmd-cosine-10"], Budget(eval_models=1)),
+    # fp32 at fifty per class (two steps of 256 a epoch), measured here: AlexNet 12.5 s per epoch on one core
+    # (~3.5 h per model), 7.1 s on two threads (119 min); VGG-11 11 s per epoch on one core (~3 h).
     ("fifty-arch", ["vgg11-dm-inner-mmd-cosine-50", "alexnet-dm-inner-mmd-cosine-50"], Budget(eval_models=1)),
     ("fifty-full", ["50-dm-inner-mmd-cosine-convnet", "50-dm-inner-mmd-cosine-convnet-seed1"], Budget(eval_models=1)),
     ("precision", None, Budget()),
