@@ -29,6 +29,8 @@ BASELINES = ("random-real", "class-mean", "herding")
 ARCHITECTURES = ("convnet", "mlp", "lenet", "alexnet", "vgg11", "resnet18")
 # Transforms the match may draw (dd3d/pointsets.py MATCH_KINDS; a test keeps the two lists equal).
 MATCH_KINDS = ("shift", "scale", "rotate", "cutout")
+# How far they go (dd3d/pointsets.py MATCH_RANGES).
+MATCH_RANGES = ("dsa", "dc")
 BATCHED = ("auto", "true", "false")
 PROJECTIONS = ("binary", "splat")
 PRECISIONS = ("fp32", "bf16")
@@ -124,6 +126,7 @@ class Settings:
     splat: bool
     augment_match: bool
     augment_kinds: str
+    augment_ranges: str
     objective: str
     class_ce: float
     dm_layers: str
@@ -223,6 +226,7 @@ SCHEMA: dict[str, dict[str, tuple[str, str]]] = {
         "splat": ("splat", _BOOL),
         "augment_match": ("augment_match", _BOOL),
         "augment_kinds": ("augment_kinds", _RAW),
+        "augment_ranges": ("augment_ranges", _STR),
         "objective": ("objective", _STR),
         "class_ce": ("class_ce", _FLOAT),
         "dm_layers": ("dm_layers", _STR),
@@ -507,6 +511,8 @@ def _validate(s: Settings) -> None:
     check(not s.augment_match or "cutout" not in s.augment_kinds.split(",") or s.splat, "DISTILLATION",
           "augment_kinds", s.augment_kinds, "cutout drops points from the splatted occupancy: needs "
           "DISTILLATION.splat=true")
+    check(s.augment_ranges in MATCH_RANGES, "DISTILLATION", "augment_ranges", s.augment_ranges,
+          "/".join(MATCH_RANGES))
     check(s.absent_voxels in ABSENT_VOXELS, "MODEL", "absent_voxels", s.absent_voxels, "/".join(ABSENT_VOXELS))
     check(s.halo >= 0, "MODEL", "halo", s.halo, ">= 0 cells (32 or more: the full 32 x 32 domain)")
     check(s.distillation_checkpoint_dir is None or not s.distillation_checkpoint_dir.is_file(), "DISTILLATION",
@@ -657,7 +663,7 @@ KEYS_ADDED_LATER = {"network": "seed", "matched_layers": "all", "halo": 1, "augm
                     "augment_kinds": "shift,scale,rotate", "eval_augment_strategy": "dc",
                     "init_spread": 0.0, "class_ce": 0.0,
                     "dm_layers": "last", "dist_lr_schedule": "constant", "dm_kernel": "linear",
-                    "pixel_match": 0.0}
+                    "pixel_match": 0.0, "augment_ranges": "dsa"}
 
 
 def check_resumable(saved: dict[str, Any], settings: Settings) -> None:

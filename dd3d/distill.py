@@ -23,6 +23,7 @@ from configs.settings import PoolMember, Settings, parse_network_pool
 from dd3d.pointsets import (
     CELL_CENTRE,
     IMAGE_SIZE,
+    MATCH_RANGES,
     SPLAT_HIGH,
     SPLAT_LOW,
     RealClouds,
@@ -215,7 +216,8 @@ class Distiller:
             real = self.real.sample(c, s.batch_size, self.generator).to(self.device) + self.real_offset
             syn = self.points[c * k:(c + 1) * k]
             if s.augment_match:  # one draw per class, applied to both sides (DSA)
-                augment = random_match_augment(self.generator, s.augment_kinds.split(","))
+                augment = random_match_augment(self.generator, s.augment_kinds.split(","),
+                                               MATCH_RANGES[s.augment_ranges])
                 real, syn = augment(real), augment(syn)
             distance = self.class_distance(real, syn, c)
             # Backward per class: the same summed gradient, with one class's graph alive at a time.
@@ -279,7 +281,7 @@ class Distiller:
     def augmented(self, points: torch.Tensor) -> torch.Tensor:
         """Clouds [B, N, 3], each moved by its own draw of the match's shift / scale / rotate (the inner loop's
         DSA augmentation; as in the match, points moved off the grid fall out of the input)."""
-        a, t = random_planar_transforms(len(points), self.generator)
+        a, t = random_planar_transforms(len(points), self.generator, MATCH_RANGES[self.settings.augment_ranges])
         return transform_points(points, a.to(self.device), t.to(self.device))
 
     def step(self, iteration: int = 0) -> StepStats:

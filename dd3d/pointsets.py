@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from functools import partial
 
 import torch
@@ -263,7 +264,22 @@ def project_points(points: torch.Tensor, projection: str) -> torch.Tensor:
     return splat_images(points.detach()) if projection == "splat" else points_to_images(points)
 
 
-MATCH_SHIFT_PX, MATCH_SCALE, MATCH_ROTATE_DEG = 4.0, 1.2, 15.0
+@dataclass(frozen=True)
+class MatchRanges:
+    """How far the match's shift (px per axis), scale (per-axis factor in [scale_min, scale_max]) and rotation
+    (degrees either way) may go."""
+
+    shift_px: float
+    scale_min: float
+    scale_max: float
+    rotate_deg: float
+
+
+# DISTILLATION.augment_ranges: dsa = DSA's MNIST ranges (every run before the key); dc = the evaluation's default
+# augmentation (DC's crop_scale_rotate: crop 4 px, scale 1 +- 0.2, rotate +- 45 degrees), so the set is matched
+# over the transforms its evaluation models will train under.
+MATCH_RANGES = {"dsa": MatchRanges(4.0, 1 / 1.2, 1.2, 15.0), "dc": MatchRanges(4.0, 0.8, 1.2, 45.0)}
+DSA_RANGES = MATCH_RANGES["dsa"]
 
 
 MATCH_KINDS = ("shift", "scale", "rotate", "cutout")
@@ -273,33 +289,37 @@ CUTOUT_PX = IMAGE_SIZE / 2
 OFF_GRID = -4.0 * IMAGE_SIZE
 
 
-def planar_affine(kind: str, u: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """(A [2, 2], t [2]) of a shift / scale / rotate from two uniform draws ``u`` [2] in [0, 1): shift up to 4 px per
-    axis, scale in [1/1.2, 1.2] per axis, rotation up to 15 degrees (DSA's MNIST ranges)."""
+def planar_affine(kind: str, u: torch.Tensor,
+                  ranges: MatchRanges = DSA_RANGES) -> tuple[torch.Tensor, torch.Tensor]:
+    """(A [2, 2], t [2]) of a shift / scale / rotate from two uniform draws ``u`` [2] in [0, 1), within ``ranges``
+    (by default DSA's MNIST ranges: shift up to 4 px per axis, scale in [1/1.2, 1.2] per axis, rotation up to 15
+    degrees)."""
     a, t = torch.eye(2), torch.zeros(2)
     if kind == "shift":
-        t = (u * 2 - 1) * MATCH_SHIFT_PX
+        t = (u * 2 - 1) * ranges.shift_px
     elif kind == "scale":
-        a = torch.diag(u * (MATCH_SCALE - 1 / MATCH_SCALE) + 1 / MATCH_SCALE)
+        a = torch.diag(u * (ranges.scale_max - ranges.scale_min) + ranges.scale_min)
     else:
-        angle = (u[0] * 2 - 1) * math.radians(MATCH_ROTATE_DEG)
+        angle = (u[0] * 2 - 1) * math.radians(ranges.rotate_deg)
         cos, sin = math.cos(angle), math.sin(angle)
         a = torch.tensor([[cos, -sin], [sin, cos]])
     return a, t
 
 
-def random_planar_transform(generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+def random_planar_transform(generator: torch.Generator,
+                            ranges: MatchRanges = DSA_RANGES) -> tuple[torch.Tensor, torch.Tensor]:
     """One of shift / scale / rotate drawn at random (DSA's single-transform mode, without colour, which binary
     points do not have, and without flips, which digits must not get).
 
     Returns (A [2, 2], t [2]) acting on (row, col) about the image centre: p' = A (p - c) + c + t (``planar_affine``).
     """
     kind = int(torch.randint(0, 3, (1,), generator=generator))
-    return planar_affine(MATCH_KINDS[kind], torch.rand(2, generator=generator))
+    return planar_affine(MATCH_KINDS[kind], torch.rand(2, generator=generator), ranges)
 
 
 def random_match_augment(generator: torch.Generator,
-                         kinds: Sequence[str] = MATCH_KINDS[:3]) -> Callable[[torch.Tensor], torch.Tensor]:
+                         kinds: Sequence[str] = MATCH_KINDS[:3],
+                         ranges: MatchRanges = DSA_RANGES) -> Callable[[torch.Tensor], torch.Tensor]:
     """One of ``kinds`` (MATCH_KINDS) drawn at random, as the function that applies that one draw to any clouds
     [..., N, 3]: the match applies it to the real batch and to the synthetic clouds alike (DSA's Siamese
     augmentation). With the default kinds it draws what ``random_planar_transform`` draws, from the same stream."""
@@ -307,7 +327,7 @@ def random_match_augment(generator: torch.Generator,
     u = torch.rand(2, generator=generator)
     if kind == "cutout":
         return partial(cut_out, centre=u * IMAGE_SIZE)
-    a, t = planar_affine(kind, u)
+    a, t = planar_affine(kind, u, ranges)
     return partial(transform_points, a=a, t=t)
 
 
@@ -321,7 +341,8 @@ def cut_out(points: torch.Tensor, centre: torch.Tensor) -> torch.Tensor:
     return torch.cat([points[..., :1], torch.where(inside, planar.new_tensor(OFF_GRID), planar)], dim=-1)
 
 
-def random_planar_transforms(n: int, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+def random_planar_transforms(n: int, generator: torch.Generator,
+                             ranges: MatchRanges = DSA_RANGES) -> tuple[torch.Tensor, torch.Tensor]:
     """``random_planar_transform`` drawn independently for each of n clouds: (A [n, 2, 2], t [n, 2]).
 
     The same draws from the same stream; the single draw keeps its own float64 cos / sin, which every committed
@@ -330,9 +351,9 @@ def random_planar_transforms(n: int, generator: torch.Generator) -> tuple[torch.
     u = torch.rand(n, 2, generator=generator)
     a, t = torch.eye(2).repeat(n, 1, 1), torch.zeros(n, 2)
     shift, scale, rotate = kind == 0, kind == 1, kind == 2
-    t[shift] = (u[shift] * 2 - 1) * MATCH_SHIFT_PX
-    a[scale] = torch.diag_embed(u[scale] * (MATCH_SCALE - 1 / MATCH_SCALE) + 1 / MATCH_SCALE)
-    angle = (u[rotate, 0] * 2 - 1) * math.radians(MATCH_ROTATE_DEG)
+    t[shift] = (u[shift] * 2 - 1) * ranges.shift_px
+    a[scale] = torch.diag_embed(u[scale] * (ranges.scale_max - ranges.scale_min) + ranges.scale_min)
+    angle = (u[rotate, 0] * 2 - 1) * math.radians(ranges.rotate_deg)
     cos, sin = torch.cos(angle), torch.sin(angle)
     a[rotate] = torch.stack([torch.stack([cos, -sin], -1), torch.stack([sin, cos], -1)], -2)
     return a, t

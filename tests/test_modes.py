@@ -229,6 +229,29 @@ def test_cutout_in_the_match_drops_one_square_from_both_sides_of_each_class(mnis
     assert torch.allclose(d.points.grad, expected, rtol=1e-4, atol=1e-7)
 
 
+def test_the_match_draws_its_rotations_within_augment_ranges(mnist):
+    from dd3d.pointsets import MATCH_RANGES, random_match_augment
+
+    d = small_distiller(mnist, "--set", "DISTILLATION.augment_match=true", "--set", "DISTILLATION.splat=true",
+                        "--set", "DISTILLATION.augment_kinds=rotate", "--set", "DISTILLATION.augment_ranges=dc")
+    points = d.points.detach().clone().requires_grad_()
+
+    def replayed_gradient(ranges):
+        g = torch.Generator().set_state(d.generator.get_state())  # the match's real batches and draws
+        total = torch.zeros_like(points)
+        for c in range(10):
+            real = d.real.sample(c, d.settings.batch_size, g) + d.real_offset
+            augment = random_match_augment(g, ["rotate"], ranges)
+            syn = points[c:c + 1]
+            total += torch.autograd.grad(d.class_distance(augment(real), augment(syn), c), points)[0]
+        return total
+
+    dc, dsa = replayed_gradient(MATCH_RANGES["dc"]), replayed_gradient(MATCH_RANGES["dsa"])
+    d.match_and_update()
+    assert torch.allclose(d.points.grad, dc, rtol=1e-4, atol=1e-7)
+    assert not torch.allclose(d.points.grad, dsa, rtol=1e-2, atol=1e-5)
+
+
 def test_head_only_matching_is_full_matching_with_constant_convolution_gradients(mnist):
     """The seed's ME path: convolution gradients without a graph, so only the classifier's term moves points."""
     d = small_distiller(mnist, "--set", "DISTILLATION.matched_layers=head")

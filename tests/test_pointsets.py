@@ -195,6 +195,30 @@ def test_capping_in_row_slices_equals_one_slice(mnist, monkeypatch):
     assert torch.equal(capped_pixel_indices(occ, 800), pointsets._capped_rows(occ.flatten(1), 800))
 
 
+def test_dc_ranges_reach_the_evaluations_rotations_and_scales_and_dsa_is_the_default():
+    from configs.settings import MATCH_RANGES as SETTINGS_RANGES
+    from dd3d.pointsets import MATCH_RANGES, random_match_augment, random_planar_transforms
+
+    assert tuple(MATCH_RANGES) == SETTINGS_RANGES
+    dsa, dc = (random_planar_transforms(400, torch.Generator().manual_seed(2), MATCH_RANGES[k]) for k in ("dsa", "dc"))
+    # Same stream, same kinds and uniforms: the default is the dsa entry, and dc only stretches the ranges.
+    default = random_planar_transforms(400, torch.Generator().manual_seed(2))
+    assert torch.equal(default[0], dsa[0]) and torch.equal(default[1], dsa[1])
+    rotate = dsa[0][:, 0, 1] != 0
+    sin_dsa, sin_dc = dsa[0][rotate, 1, 0].abs(), dc[0][rotate, 1, 0].abs()
+    assert sin_dsa.max() <= math.sin(math.radians(15)) + 1e-6 < sin_dc.max() <= math.sin(math.radians(45)) + 1e-6
+    scale = ~rotate & (dc[0] != torch.eye(2)).any(-1).any(-1)
+    diagonal = dc[0][scale].diagonal(dim1=-2, dim2=-1)
+    assert diagonal.min() >= 0.8 - 1e-6 and diagonal.max() <= 1.2 + 1e-6 and diagonal.min() < 1 / 1.2
+    assert torch.equal(dsa[1], dc[1])  # both shift up to 4 px
+    # The match's single draw takes the ranges too: a 40-degree turn is only reachable under dc.
+    pts = torch.tensor([[[0.0, 14.0, 24.0]]])
+    turns = [random_match_augment(torch.Generator().manual_seed(i), ("rotate",), MATCH_RANGES["dc"])(pts)
+             for i in range(60)]
+    angles = [math.degrees(math.atan2(-(p[0, 0, 1] - 14).item(), (p[0, 0, 2] - 14).item())) for p in turns]
+    assert max(abs(a) for a in angles) > 30
+
+
 def test_match_augment_default_kinds_draw_the_planar_transform_and_cutout_drops_a_square():
     from configs.settings import MATCH_KINDS as SETTINGS_KINDS
     from dd3d.pointsets import (

@@ -109,6 +109,7 @@ def test_user_config_only_needs_changed_keys(tmp_path: Path):
     (["--set", "EVALUATION.precision=fp16"], "EVALUATION.precision = 'fp16' is out of range (fp32/bf16)"),
     (["--set", "DISTILLATION.augment_kinds=shift,flip"], "'shift,flip' names an unknown transform 'flip'"),
     (["--set", "DISTILLATION.augment_kinds= , "], "DISTILLATION.augment_kinds = ',' is empty"),
+    (["--set", "DISTILLATION.augment_ranges=wide"], "DISTILLATION.augment_ranges = 'wide' is out of range (dsa/dc)"),
     (["--set", "DISTILLATION.augment_kinds=cutout", "--set", "DISTILLATION.splat=false", "--config",
       "configs/seed.ini", "--set", "DISTILLATION.augment_match=true"], "cutout drops points from the splatted"),
 ])
