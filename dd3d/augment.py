@@ -30,7 +30,7 @@ class ImageAugment(Protocol):
     def apply(self, images: torch.Tensor, draws: Draws) -> torch.Tensor: ...
 
 
-def _warp(images: torch.Tensor, theta: torch.Tensor) -> torch.Tensor:
+def warp_images(images: torch.Tensor, theta: torch.Tensor) -> torch.Tensor:
     """Images [M, C, H, W] resampled through affine maps [M, 2, 3] (output -> input, grid_sample's [-1, 1] space)."""
     grid = F.affine_grid(theta.to(images), list(images.shape), align_corners=False)  # images' device and dtype
     return F.grid_sample(images, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
@@ -66,7 +66,7 @@ class DCAugment:
         n, m, c, h, w = images.shape
         theta = _affine(n * m, shift, 1 / scale, angle, choice == 0, choice == 1, choice == 2, h, w)
         fill = images.mean(dim=(1, 3, 4), keepdim=True)  # each model's own batch mean (DC fills with it)
-        return _warp((images - fill).flatten(0, 1), theta).view(n, m, c, h, w) + fill
+        return warp_images((images - fill).flatten(0, 1), theta).view(n, m, c, h, w) + fill
 
 
 class DSAAugment:
@@ -94,7 +94,7 @@ class DSAAugment:
         theta = _affine(n * m, shift, scale, angle, kind["crop"], kind["scale"], kind["rotate"], h, w)
         moved = torch.nonzero(kind["crop"] | kind["scale"] | kind["rotate"]).flatten()
         on_device = moved.to(x.device)
-        x = x.index_copy(0, on_device, _warp(x[on_device], theta[moved]))
+        x = x.index_copy(0, on_device, warp_images(x[on_device], theta[moved]))
         bright = x + brightness.to(x).view(-1, 1, 1, 1)
         mean = bright.mean(dim=(1, 2, 3), keepdim=True)
         colored = (bright - mean) * contrast.to(x).view(-1, 1, 1, 1) + mean

@@ -153,3 +153,52 @@ def test_average_sets_writes_the_mean_of_one_modes_sets_and_refuses_two_modes(tm
     torch.save({**b, "settings": {**settings, "dist_lr": 0.1}}, tmp_path / "c.pt")
     assert average_sets.main([str(tmp_path / "bad.pt"), str(tmp_path / "a.pt"), str(tmp_path / "c.pt")]) == 2
     assert not (tmp_path / "bad.pt").exists()
+
+
+def test_pixel_ceiling_warps_an_image_as_the_point_transform_moves_its_points(mnist):
+    """The pixel control's Siamese augmentation is the point method's: identity and whole-pixel shifts reproduce
+    the moved points' splat exactly, and a rotation turns the image the way it turns the points."""
+    from dd3d.augment import warp_images
+    from dd3d.pointsets import CELL_CENTRE, RealClouds, planar_affine, splat_images, transform_points
+    from experiments.pixel_ceiling import warp_theta
+
+    real = RealClouds(mnist.train_images[:500], mnist.train_labels[:500], 75, 250)
+    points = real.sample(3, 4, torch.Generator().manual_seed(0)) + torch.tensor(CELL_CENTRE)
+    image = splat_images(points)
+    for t in (torch.zeros(2), torch.tensor([2.0, -3.0])):
+        moved = splat_images(transform_points(points, torch.eye(2), t))
+        torch.testing.assert_close(warp_images(image, warp_theta(torch.eye(2), t).expand(4, 2, 3)), moved)
+
+    def centroids(x: torch.Tensor) -> torch.Tensor:
+        grid = torch.arange(28.0)
+        mass = x.sum((1, 2, 3))
+        return torch.stack([(x.sum(3) * grid).sum((1, 2)) / mass, (x.sum(2) * grid).sum((1, 2)) / mass], 1)
+
+    a, t = planar_affine("rotate", torch.tensor([0.95, 0.0]))  # 13.5 degrees
+    moved = centroids(splat_images(transform_points(points, a, t)))
+    right = (centroids(warp_images(image, warp_theta(a, t).expand(4, 2, 3))) - moved).norm(dim=1)
+    wrong = (centroids(warp_images(image, warp_theta(a.T, t).expand(4, 2, 3))) - moved).norm(dim=1)
+    assert (right < wrong).all() and (right < 0.5).all(), (right, wrong)
+
+
+def test_pixel_ceiling_step_moves_the_pixels_towards_the_real_embeddings(mnist):
+    """One DM-inner iteration on free pixels lowers the matched distance in a fixed network and keeps --clamp's
+    range."""
+    import argparse
+
+    from dd3d.pointsets import CELL_CENTRE, RealClouds, splat_images
+    from experiments.pixel_ceiling import PixelDistiller
+
+    real = RealClouds(mnist.train_images[:3000], mnist.train_labels[:3000], 75, 250)
+    args = argparse.Namespace(per_class=1, batch_size=32, outer_loop=1, inner_loop=0, lr=0.0, clamp=True)
+    generator = torch.Generator().manual_seed(0)
+    start = splat_images(real.digits("class-mean", 1, generator) + torch.tensor(CELL_CENTRE))
+    distiller = PixelDistiller(start, real, args, 0.13, 0.33, generator)
+    distiller.fresh_network()
+    state = generator.get_state()
+    before = distiller.match_and_update()
+    generator.set_state(state)  # the same real batches and draws again
+    after = distiller.match_and_update()
+    assert after < before
+    assert not torch.equal(distiller.images.detach(), start)
+    assert 0 <= float(distiller.images.min()) and float(distiller.images.max()) <= 1
