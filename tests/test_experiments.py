@@ -201,4 +201,5 @@ def test_pixel_ceiling_step_moves_the_pixels_towards_the_real_embeddings(mnist):
     after = distiller.match_and_update()
     assert after < before
     assert not torch.equal(distiller.images.detach(), start)
-    assert 0 <= float(distiller.images.min()) and float(distiller.images.max()) <= 1
+    images = distiller.images.detach()
+    assert 0 <= float(images.min()) and float(images.max()) <= 1
