@@ -153,7 +153,7 @@ def main() -> int:
         begin = time.perf_counter()
         loss = distiller.step()
         seconds += time.perf_counter() - begin
-        print(f"iteration {it + 1}: loss {loss:.4f}, {seconds / (it + 1 - first or 1):.1f} s/it", flush=True)
+        print(f"iteration {it + 1}: loss {loss:.4f}, {seconds / (it + 1):.1f} s/it", flush=True)
         if (it + 1) % 10 == 0 or it + 1 == args.iterations:
             torch.save({"images": distiller.images.detach(), "optimizer": distiller.optimizer.state_dict(),
                         "generator": generator.get_state(), "iteration": it + 1, "seconds": seconds},
