@@ -30,6 +30,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from configs.settings import load_settings  # noqa: E402
 from dd3d.augment import warp_images  # noqa: E402
+from dd3d.distill import CHUNK, NUM_CLASSES  # noqa: E402
 from dd3d.evaluate import evaluate_set  # noqa: E402
 from dd3d.mnist import load_mnist  # noqa: E402
 from dd3d.pointsets import (  # noqa: E402
@@ -44,8 +45,6 @@ from dd3d.pointsets import (  # noqa: E402
 )
 from distillation_loss import embedding_distance  # noqa: E402
 from models.MNIST import ConvNet  # noqa: E402
-
-NUM_CLASSES = 10
 
 
 def warp_theta(a: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
@@ -87,7 +86,7 @@ class PixelDistiller:
             theta = warp_theta(*random_planar_transform(self.generator, MATCH_RANGES["dsa"]))
             real, syn = warp_images(real, theta.expand(len(real), 2, 3)), warp_images(syn, theta.expand(len(syn), 2, 3))
             with torch.no_grad():
-                target = torch.cat([self.net.embed(self.standardised(part)) for part in real.split(64)])
+                target = torch.cat([self.net.embed(self.standardised(part)) for part in real.split(CHUNK)])
             distance = embedding_distance(self.net.embed(self.standardised(syn)), target)
             distance.backward()
             total += float(distance.detach())
@@ -168,9 +167,10 @@ def main() -> int:
     report = {"method": "DM-inner on free pixels (distribution/10-dm-inner's settings)",
               "command": "python experiments/pixel_ceiling.py " + " ".join(sys.argv[1:]),
               "iterations": args.iterations, "per_class": args.per_class, "clamp": args.clamp,
-              "lr": args.lr or distiller.std ** 2, "seconds_per_iteration": seconds / max(args.iterations, 1),
+              "lr": distiller.optimizer.param_groups[0]["lr"],
+              "seconds_per_iteration": seconds / max(args.iterations, 1),
               "pixel_range": [float(images.min()), float(images.max())],
-              "evaluation": f"{args.eval_models} x {args.eval_epochs} ep, convnet, fp32",
+              "evaluation": f"{args.eval_models} x {args.eval_epochs} ep, convnet, {settings.eval_precision}",
               "convnet_accuracies": result.accuracies, "convnet_mean": result.mean, "convnet_std": result.std}
     (args.out / "results.json").write_text(json.dumps(report, indent=2) + "\n")
     print(json.dumps(report, indent=2))
