@@ -17,13 +17,13 @@ DEFAULT_CONFIG = REPO_ROOT / "configs" / "default.ini"
 DISTANCES = ("ours", "modmse", "mse", "cos")
 DEVICES = ("auto", "cpu", "cuda")
 DEPTHS = (2, 3, 4)
-INITS = ("noise", "real", "mean", "herding")
+INITS = ("noise", "real", "mean", "herding", "kmeans")
 OPTIMIZERS = ("sgd", "adam")
 LR_SCHEDULES = ("constant", "cosine")
 NETWORKS = ("seed", "convnet", "me-convnet")
 ABSENT_VOXELS = ("skip", "background")
 MATCHED_LAYERS = ("all", "head")
-BASELINES = ("random-real", "class-mean", "herding")
+BASELINES = ("random-real", "class-mean", "herding", "kmeans")
 # Evaluation architectures (models/MNIST.py ARCHITECTURES; a test keeps the two lists equal). The first listed
 # is the headline figure; "all" lists every one, ConvNet first.
 ARCHITECTURES = ("convnet", "mlp", "lenet", "alexnet", "vgg11", "resnet18")
@@ -338,8 +338,9 @@ def build_parser() -> argparse.ArgumentParser:
                        help="evaluate a saved synthetic set (synthetic.pt or a run folder) without distilling")
     group.add_argument("--baseline", choices=BASELINES,
                        help="evaluate a set made of real digits instead of distilling: random-real (K random "
-                            "digits per class), class-mean (the thresholded mean digit) or herding (K digits per "
-                            "class whose running mean tracks the class mean, on binarised pixels), same num_points")
+                            "digits per class), class-mean (the thresholded mean digit), herding (K digits per "
+                            "class whose running mean tracks the class mean, on binarised pixels) or kmeans (the K "
+                            "digits nearest the centres of a k-means of each class's pixels), same num_points")
     return p
 
 

@@ -39,7 +39,7 @@ from distillation_loss import embedding_distance, gaussian_mmd, layerwise_embedd
 
 NUM_CLASSES = 10
 # DISTILLATION.init -> the baseline whose digits it starts from (the noise init has none).
-INIT_DIGITS = {"real": "random-real", "mean": "class-mean", "herding": "herding"}
+INIT_DIGITS = {"real": "random-real", "mean": "class-mean", "herding": "herding", "kmeans": "kmeans"}
 # The real batch's side of a match and an inner-loop step's batch run in chunks of this many clouds on the CPU.
 # Every network here normalises and pools per sample (instance norm, no batch norm), so a batch's mean-loss gradient
 # is the size-weighted sum of its chunks' and its mean embedding the mean of theirs (equal up to rounding), while a

@@ -133,15 +133,24 @@ class RealClouds:
         chosen = torch.cat([idx[p] for idx, p in zip(self.class_indices, picks, strict=True)])
         return pixel_indices_to_points(self.pixel_idx[chosen])
 
+    def kmeans(self, k: int, generator: torch.Generator) -> torch.Tensor:
+        """``k`` digits per class, the nearest to the centres of a k-means of the class's binarised pixels,
+        class-major: [10 * k, num_points, 3] (a baseline)."""
+        picks = [kmeans_select(self.occupancy[idx].flatten(1).float(), k, generator) for idx in self.class_indices]
+        chosen = torch.cat([idx[p] for idx, p in zip(self.class_indices, picks, strict=True)])
+        return pixel_indices_to_points(self.pixel_idx[chosen])
+
     def digits(self, kind: str, k: int, generator: torch.Generator) -> torch.Tensor:
-        """``k`` real-digit clouds per class of one baseline kind (random-real, class-mean or herding), the
-        same sets whether they are evaluated as a baseline or start a distillation."""
+        """``k`` real-digit clouds per class of one baseline kind (random-real, class-mean, herding or kmeans),
+        the same sets whether they are evaluated as a baseline or start a distillation."""
         if kind == "random-real":
             return self.per_class(k, generator)
         if kind == "class-mean":
             return self.class_means(k, generator)
         if kind == "herding":
             return self.herding(k)
+        if kind == "kmeans":
+            return self.kmeans(k, generator)
         raise ValueError(f"unknown real-digit set {kind!r}")
 
     def sample(self, c: int, n: int, generator: torch.Generator) -> torch.Tensor:
@@ -169,6 +178,34 @@ def herding_select(features: torch.Tensor, k: int) -> torch.Tensor:
         chosen.append(i)
         available[i] = False
         total += features[i]
+    return torch.tensor(chosen, dtype=torch.long)
+
+
+def kmeans_select(features: torch.Tensor, k: int, generator: torch.Generator, iterations: int = 50) -> torch.Tensor:
+    """Indices of ``k`` distinct rows, each the nearest to one centre of a k-means of the rows (k-means++ start,
+    Lloyd's iterations; seeded by ``generator``). Where herding picks rows whose *mean* tracks the data's, these
+    cover its modes: k typical digits of k different styles.
+    """
+    # k-means++: each next centre drawn with probability proportional to the squared distance to the nearest one.
+    centres = features[torch.randint(len(features), (1,), generator=generator)]
+    for _ in range(1, k):
+        gap = torch.cdist(features, centres).square().amin(1)
+        gap = gap.where(gap.sum() > 0, torch.ones_like(gap))  # every row already a centre: any row
+        centres = torch.cat([centres, features[torch.multinomial(gap, 1, generator=generator)]])
+    for _ in range(iterations):
+        assign = torch.cdist(features, centres).argmin(1)
+        counts = torch.bincount(assign, minlength=k).unsqueeze(1)
+        sums = torch.zeros_like(centres).index_add_(0, assign, features)
+        # A centre that lost every row keeps its place (it cannot with k-means++ unless rows repeat).
+        updated = torch.where(counts > 0, sums / counts.clamp(min=1), centres)
+        if torch.equal(updated, centres):
+            break
+        centres = updated
+    distance = torch.cdist(centres, features)
+    chosen: list[int] = []
+    for row in distance:  # k centres: the nearest row not taken by an earlier centre (rows may repeat)
+        row[chosen] = float("inf")
+        chosen.append(int(row.argmin()))
     return torch.tensor(chosen, dtype=torch.long)
 
 

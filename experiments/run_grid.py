@@ -470,6 +470,11 @@ GRIDS: dict[str, dict[str, list[str]]] = {
         # was matched on. Same seed and settings as `10-dm-inner` otherwise.
         "10-dm-inner-dcaug": herding_10(*DM_INNER, "--set", "DISTILLATION.augment_ranges=dc",
                                         *COMPILED_FP32_EVALUATION),
+        # k-means' ten digits per class as the start instead of herding's (`cross-arch/kmeans-10`): herding picks
+        # digits whose mean is the class's, k-means one digit per style of it, a start spread over the class's modes
+        # for a match of its embeddings' distribution. Same seed and settings as `10-dm-inner` otherwise.
+        "10-dm-inner-kmeans": ["--set", "DISTILLATION.init=kmeans", "--clouds-per-class", "10", *DM_INNER,
+                               "--architectures", "convnet,mlp,lenet", *COMPILED_FP32_EVALUATION],
         # The same pool at one cloud per class, in the spread mode (compare `1-dm-inner-spread`, seeds 0-2).
         "1-dm-inner-spread-shapes": [*DM_INNER, "--set", "DISTILLATION.init_spread=0.25", *SHAPE_POOL,
                                      "--architectures", "convnet,mlp,lenet"],
@@ -504,6 +509,9 @@ GRIDS: dict[str, dict[str, list[str]]] = {
             ("class-mean-10", ["--baseline", "class-mean", "--clouds-per-class", "10"], "splat"),
         )
     } | {
+        # The k-means baseline of that size (the start of `distribution/10-dm-inner-kmeans`), fp32 + compile.
+        "kmeans-10": ["--baseline", "kmeans", "--clouds-per-class", "10", "--architectures", "convnet,mlp,lenet",
+                      "--set", "EVALUATION.projection=splat", *COMPILED_FP32_EVALUATION],
         # Its MLP and LeNet alone (its ConvNet figure, 82.0 % at 3 x 300, is in `baselines`; 40 min more here).
         "class-mean-10-mlp-lenet": ["--baseline", "class-mean", "--clouds-per-class", "10", "--architectures",
                                     "mlp,lenet", "--set", "EVALUATION.projection=splat"],
@@ -752,6 +760,7 @@ PLAN: list[tuple[str, list[str] | None, Budget]] = [
     ("fifty-arch", ["vgg11-dm-inner-mmd-cosine-50", "alexnet-dm-inner-mmd-cosine-50"], Budget(eval_models=1)),
     ("fifty-full", ["50-dm-inner-mmd-cosine-convnet", "50-dm-inner-mmd-cosine-convnet-seed1"], Budget(eval_models=1)),
     ("distribution", ["10-dm-inner-noaug", "10-dm-inner-dcaug"], Budget(100, eval_iterations="100")),
+    ("distribution", ["10-dm-inner-kmeans"], Budget(100, eval_iterations="100")),
     ("precision", None, Budget()),
     ("cross-arch", None, Budget()),
     ("dsa-eval", None, Budget()),

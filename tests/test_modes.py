@@ -472,6 +472,12 @@ def test_herding_initialisation_starts_from_the_herding_baseline(mnist):
     assert not torch.equal(points_to_images(d.points), points_to_images(d.real.class_means(1, torch.Generator())))
 
 
+def test_kmeans_initialisation_starts_from_the_kmeans_baseline(mnist):
+    d = small_distiller(mnist, "--set", "DISTILLATION.init=kmeans", "--set", "DISTILLATION.splat=true")
+    start = d.real.kmeans(1, torch.Generator().manual_seed(0))  # the distiller's generator, first draw
+    assert torch.equal(points_to_images(d.points), points_to_images(start))
+
+
 @pytest.mark.parametrize("baseline", ["random-real", "class-mean"])
 def test_baselines_are_evaluated_by_the_same_protocol(tmp_path, baseline):
     runs = tmp_path / "runs"

@@ -84,6 +84,40 @@ def test_herding_picks_the_rows_whose_running_mean_tracks_the_mean():
     assert herding_select(rows, 6).sort().values.tolist() == list(range(6))  # every row once
 
 
+def test_kmeans_picks_one_row_near_each_cluster_centre():
+    from dd3d.pointsets import kmeans_select
+
+    # Three tight clusters of unequal size around (0, 0), (10, 0) and (0, 10), each symmetric about its centre, so
+    # that k-means' centres are exactly there and each cluster's nearest row is the one placed at its centre
+    # (herding would start from rows near the overall mean, between the clusters).
+    g = torch.Generator().manual_seed(0)
+    centres = torch.tensor([[0.0, 0.0], [10.0, 0.0], [0.0, 10.0]])
+    clusters = []
+    for c, n in zip(centres, (20, 5, 12), strict=True):
+        offsets = 0.2 + torch.rand(n, 2, generator=g)  # none nearer the centre than 0.28
+        clusters.append(torch.cat([c[None], c + offsets, c - offsets]))
+    rows = torch.cat(clusters)
+    exact = torch.tensor([0, 41, 52])
+    picks = kmeans_select(rows, 3, torch.Generator().manual_seed(1))
+    assert sorted(picks.tolist()) == exact.tolist()
+    assert torch.equal(picks, kmeans_select(rows, 3, torch.Generator().manual_seed(1)))  # seeded
+    # Repeated rows: as many distinct picks as asked for, even where centres coincide.
+    same = torch.zeros(6, 2)
+    assert sorted(kmeans_select(same, 4, torch.Generator().manual_seed(0)).tolist()) == [0, 1, 2, 3]
+
+
+def test_kmeans_baseline_is_real_digits_of_each_class(mnist):
+    real = RealClouds(mnist.train_images, mnist.train_labels, 75, 250)
+    picks = real.kmeans(3, torch.Generator().manual_seed(0))
+    assert picks.shape == (30, 250, 3)
+    images = points_to_images(picks)[:, 0].bool()
+    for c in range(10):
+        digits = _capped(binarize(mnist.train_images[real.class_indices[c]], 75), 250)
+        for image in images[3 * c:3 * c + 3]:
+            assert (digits == image).flatten(1).all(1).any(), f"a class-{c} cloud is a class-{c} training digit"
+    assert len({tuple(image.flatten().tolist()) for image in images[:3]}) == 3  # three different digits
+
+
 def test_match_augmentation_is_one_rigid_or_scaling_draw_applied_alike():
     from dd3d.pointsets import random_planar_transform, transform_points
 

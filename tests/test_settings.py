@@ -63,8 +63,8 @@ def test_user_config_only_needs_changed_keys(tmp_path: Path):
     (["--set", "novalue"], "--set expects SECTION.key=value"),
     (["--set", "MODEL.dist_optimizer=lbfgs"], "MODEL.dist_optimizer = 'lbfgs' is out of range (sgd/adam)"),
     (["--set", "DISTILLATION.init=zeros"],
-     "DISTILLATION.init = 'zeros' is out of range (noise/real/mean/herding or an existing saved set: a .pt or a run "
-     "folder)"),
+     "DISTILLATION.init = 'zeros' is out of range (noise/real/mean/herding/kmeans or an existing saved set: a .pt or "
+     "a run folder)"),
     (["--set", "DISTILLATION.init= "], "DISTILLATION.init = '' is out of range"),
     (["--set", "DISTILLATION.outer_loop=0"], "DISTILLATION.outer_loop = 0 is out of range"),
     (["--set", "MODEL.network=resnet"], "MODEL.network = 'resnet' is out of range (seed/convnet/me-convnet)"),
