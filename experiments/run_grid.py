@@ -228,6 +228,12 @@ GRIDS: dict[str, dict[str, list[str]]] = {
         # a LeNet on its plateau), the set against its start.
         "50-dm-mlp-lenet": ["--eval-only", "assets/mnist_50cpc_dm.pt", "--architectures", "mlp,lenet"],
         "herding-mlp-lenet": ["--baseline", "herding", "--clouds-per-class", "50", "--architectures", "mlp,lenet"],
+        # The k-means baseline at fifty (fp32 + compile): its MLP and LeNet by the full protocol, its ConvNet by one
+        # 1000-epoch model (49 min here), against herding-50 as a start for fifty per class.
+        "kmeans-mlp-lenet": ["--baseline", "kmeans", "--clouds-per-class", "50", "--architectures", "mlp,lenet",
+                             *COMPILED_FP32_EVALUATION],
+        "kmeans-convnet": ["--baseline", "kmeans", "--clouds-per-class", "50", "--architectures", "convnet",
+                           *COMPILED_FP32_EVALUATION],
         # The same for DM's inner loop at fifty (`distribution/50-dm-inner`, ASSETS: `mnist_50cpc_dm_inner`).
         "50-dm-inner-mlp-lenet": ["--eval-only", "assets/mnist_50cpc_dm_inner.pt", "--architectures", "mlp,lenet"],
         # And with the cosine step (`distribution/50-dm-inner-cosine`, ASSETS: `mnist_50cpc_dm_inner_cosine`).
@@ -761,6 +767,8 @@ PLAN: list[tuple[str, list[str] | None, Budget]] = [
     ("fifty-full", ["50-dm-inner-mmd-cosine-convnet", "50-dm-inner-mmd-cosine-convnet-seed1"], Budget(eval_models=1)),
     ("distribution", ["10-dm-inner-noaug", "10-dm-inner-dcaug"], Budget(100, eval_iterations="100")),
     ("distribution", ["10-dm-inner-kmeans"], Budget(100, eval_iterations="100")),
+    ("fifty-full", ["kmeans-mlp-lenet"], Budget()),
+    ("fifty-full", ["kmeans-convnet"], Budget(eval_models=1)),
     ("precision", None, Budget()),
     ("cross-arch", None, Budget()),
     ("dsa-eval", None, Budget()),
