@@ -129,14 +129,16 @@ class RealClouds:
 
     def herding(self, k: int) -> torch.Tensor:
         """``k`` digits per class chosen by herding, class-major: [10 * k, num_points, 3] (a baseline)."""
-        picks = [herding_select(self.occupancy[idx].flatten(1).float(), k) for idx in self.class_indices]
-        chosen = torch.cat([idx[p] for idx, p in zip(self.class_indices, picks, strict=True)])
-        return pixel_indices_to_points(self.pixel_idx[chosen])
+        return self.selected(lambda pixels: herding_select(pixels, k))
 
     def kmeans(self, k: int, generator: torch.Generator) -> torch.Tensor:
         """``k`` digits per class, the nearest to the centres of a k-means of the class's binarised pixels,
         class-major: [10 * k, num_points, 3] (a baseline)."""
-        picks = [kmeans_select(self.occupancy[idx].flatten(1).float(), k, generator) for idx in self.class_indices]
+        return self.selected(lambda pixels: kmeans_select(pixels, k, generator))
+
+    def selected(self, select: Callable[[torch.Tensor], torch.Tensor]) -> torch.Tensor:
+        """The digits ``select`` picks from each class's binarised pixels [n, 784] (row indices), class-major."""
+        picks = [select(self.occupancy[idx].flatten(1).float()) for idx in self.class_indices]
         chosen = torch.cat([idx[p] for idx, p in zip(self.class_indices, picks, strict=True)])
         return pixel_indices_to_points(self.pixel_idx[chosen])
 
