@@ -34,11 +34,14 @@ sys.path.insert(0, str(ROOT))  # run as a script from anywhere: the project's mo
 from configs.settings import SettingsError, check_resumable, load_settings  # noqa: E402
 from dd3d.outputs import CHECKPOINT_NAME, CheckpointError, digit_grid, load_checkpoint, save_digit_grid  # noqa: E402
 from dd3d.pointsets import project_points  # noqa: E402
+from experiments.architecture_table import architecture_table  # noqa: E402
 from mnist_distill import EXIT_INTERRUPTED  # noqa: E402
 
 RUNS = ROOT / "experiments" / "runs"
 README = ROOT / "README.md"
 START, END = "<!-- results:start -->", "<!-- results:end -->"
+# The across-architectures table (experiments/architecture_table.py), rebuilt with the results table.
+ARCH_START, ARCH_END = "<!-- architectures:start -->", "<!-- architectures:end -->"
 
 # The seed's method (configs/seed.ini: also its protocol, augmented test digits). The grids made before the
 # default configuration changed ran on the seed's settings with DC's clean test digits: SEED_CLEAN_TEST.
@@ -873,13 +876,26 @@ def table() -> str:
     return "\n".join(rows)
 
 
+def replaced_between(text: str, start: str, end: str, body: str) -> str:
+    """``text`` with what lies between its ``start`` and ``end`` markers replaced by ``body``."""
+    if start not in text or end not in text:
+        raise SystemExit(f"README.md has no {start} ... {end} markers")
+    head, rest = text.split(start, 1)
+    _, tail = rest.split(end, 1)
+    return f"{head}{start}\n{body}\n{end}{tail}"
+
+
+def architectures() -> str:
+    """The across-architectures table of the committed runs and the files in assets/."""
+    runs = [(folder, results) for folder, results in finished_runs() if "command" in results]
+    sizes = {path.stem: len(load_checkpoint(path, for_resume=False)["labels"]) // 10
+             for path in sorted((ROOT / "assets").glob("*.pt"))}
+    return architecture_table(runs, ASSETS, sizes)
+
+
 def update_readme() -> None:
-    text = README.read_text()
-    if START not in text or END not in text:
-        raise SystemExit(f"README.md has no {START} ... {END} markers")
-    head, rest = text.split(START, 1)
-    _, tail = rest.split(END, 1)
-    README.write_text(f"{head}{START}\n{table()}\n{END}{tail}")
+    text = replaced_between(README.read_text(), START, END, table())
+    README.write_text(replaced_between(text, ARCH_START, ARCH_END, architectures()))
 
 
 def export_assets() -> None:
