@@ -5,7 +5,8 @@ runs) or a file in assets/ (its distillation run at the asset's pinned iteration
 assets/NAME.pt`` run).
 A cell holds that set's models of that architecture by the default protocol (1000 epochs, DC's augmentation, clean
 full test set, raw pixels, the splat projection): mean ± std over the models of every run with its own evaluation
-seed, fp32 unless bf16 has more; the best cell of each column within a size is in bold.
+seed (for the random-real and kmeans baselines the seed also picks the digits: another seed is another row), fp32
+unless bf16 has more; the best cell of each column within a size is in bold.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import torch
 
 ARCHITECTURES = ("convnet", "mlp", "lenet", "alexnet", "vgg11", "resnet18")
 BASELINES = ("class-mean", "random-real", "herding", "kmeans")
+SEEDED_BASELINES = ("random-real", "kmeans")  # their digits depend on DEFAULT.seed: another seed is another set
 
 Evaluation = tuple[float, float, int, str]  # mean, std, models, precision
 
@@ -39,7 +41,9 @@ def evaluated_sets(folder: Path, results: dict, assets: dict[str, tuple[str, str
     """((clouds per class, set name), evaluation) for each evaluation of this run that is of a baseline or asset.
     ``sizes``: each file's clouds per class in assets/ (an --eval-only run's own settings keep the INI's)."""
     if "baseline" in results:
-        return [((int(results["settings"]["cad_per_class"]), results["baseline"]), e) for e in results["evaluations"]]
+        name, seed = results["baseline"], results["settings"]["seed"]
+        name += f" (seed {seed})" if name in SEEDED_BASELINES and seed != 0 else ""
+        return [((int(results["settings"]["cad_per_class"]), name), e) for e in results["evaluations"]]
     args = shlex.split(results["command"])
     if "--eval-only" in args:
         path = Path(args[args.index("--eval-only") + 1])
@@ -99,6 +103,6 @@ def architecture_table(runs: list[tuple[Path, dict]], assets: dict[str, tuple[st
                 text = f"{100 * mean:.2f} ± {100 * std:.2f}"
                 text = f"**{text}**" if mean == best[arch] else text
                 shown.append(f"{text} ({models}{', bf16' if precision == 'bf16' else ''})")
-            name = key[1] if key[1] in BASELINES else f"`assets/{key[1]}.pt`"
+            name = key[1] if key[1].split(" (")[0] in BASELINES else f"`assets/{key[1]}.pt`"
             rows.append(f"| {size} | {name} | " + " | ".join(shown) + " |")
     return "\n".join(rows)

@@ -45,6 +45,11 @@ def test_pinned_iteration_eval_only_runs_and_seeds_pool_and_other_protocols_do_n
         # a baseline's projection does not matter (real digits); older runs predate the key
         run("herding-10", "python mnist_distill.py --baseline herding", {"convnet": [0.95]}, cad_per_class=10,
             baseline="herding", eval_projection=None),
+        # another seed draws other random digits: another set, not more models of the same one
+        run("random-real-10", "python mnist_distill.py --baseline random-real", {"convnet": [0.93]}, cad_per_class=10,
+            baseline="random-real"),
+        run("random-real-10-seed1", "python mnist_distill.py --baseline random-real", {"convnet": [0.91]},
+            cad_per_class=10, baseline="random-real", seed=1),
     ]
     cells = best_evaluations(runs, ASSETS, SIZES)
     mean, std, models, precision = cells[(10, "mnist_10cpc_x")]["convnet"]
@@ -52,13 +57,18 @@ def test_pinned_iteration_eval_only_runs_and_seeds_pool_and_other_protocols_do_n
     assert cells[(10, "mnist_10cpc_soup")]["mlp"][2:] == (2, "fp32")  # fp32 on a tie
     assert cells[(10, "mnist_10cpc_soup")]["lenet"][2:] == (3, "bf16")  # more models first
     assert cells[(10, "herding")]["convnet"][0] == 0.95
-    assert set(cells) == {(10, "mnist_10cpc_x"), (10, "mnist_10cpc_soup"), (10, "herding")}
+    assert cells[(10, "random-real")]["convnet"][:3] == (0.93, 0.0, 1)
+    assert cells[(10, "random-real (seed 1)")]["convnet"][:3] == (0.91, 0.0, 1)
+    assert set(cells) == {(10, "mnist_10cpc_x"), (10, "mnist_10cpc_soup"), (10, "herding"), (10, "random-real"),
+                          (10, "random-real (seed 1)")}
 
     rows = architecture_table(runs, ASSETS, SIZES).splitlines()
     assert rows[0].startswith("| clouds / class | set | convnet | mlp | lenet | alexnet | vgg11 | resnet18 |")
-    assert rows[2].startswith("| 10 | herding | **95.00 ± 0.00** (1) | – |")  # baselines first; the best in bold
-    assert rows[3].startswith("| 10 | `assets/mnist_10cpc_x.pt` | 93.00 ± 2.24 (4) | – |")
-    assert "| **60.00 ± 0.00** (3, bf16) |" in rows[4]
+    assert rows[2].startswith("| 10 | random-real | 93.00 ± 0.00 (1) | – |")  # baselines first
+    assert rows[3].startswith("| 10 | herding | **95.00 ± 0.00** (1) | – |")  # the best of its column in bold
+    assert rows[4].startswith("| 10 | `assets/mnist_10cpc_x.pt` | 93.00 ± 2.24 (4) | – |")
+    assert "| **60.00 ± 0.00** (3, bf16) |" in rows[5]
+    assert rows[6].startswith("| 10 | random-real (seed 1) | 91.00 ± 0.00 (1) | – |")
 
 
 def test_readme_holds_the_table_of_the_committed_runs():
