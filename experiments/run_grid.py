@@ -1,4 +1,4 @@
-"""Run named grids of mnist_distill.py configurations, then regenerate the README's results table.
+"""Run named grids of mnist_distill.py configurations, then regenerate the README's two results tables.
 
     .venv/bin/python experiments/run_grid.py --all                  # every run of the README's table
     .venv/bin/python experiments/run_grid.py GRID [GRID ...] [--only NAME ...] [--iterations N]
@@ -13,7 +13,8 @@ running the same command again. A run not yet done continues (``--resume``) from
 its name whose settings differ only in what a resume may change (a shorter budget, an interrupted run);
 resuming is exact, so its results.json records the fresh command, plus ``resumed_from``. The table between
 the README's results markers is rebuilt from every results.json found under experiments/runs/, with the
-command line that produced it.
+command line that produced it; the one between its architectures markers from the same runs
+(experiments/architecture_table.py).
 """
 
 from __future__ import annotations
@@ -953,7 +954,7 @@ def main() -> int:
     p.add_argument("--eval-iterations", help="with --iterations: evaluate at these (default 0 and end)")
     p.add_argument("--only", nargs="*", default=None, help="run only these names of the grids")
     p.add_argument("--dry-run", action="store_true", help="print the commands, run nothing")
-    p.add_argument("--table-only", action="store_true", help="only regenerate the README table")
+    p.add_argument("--table-only", action="store_true", help="only regenerate the README's two tables")
     args = p.parse_args()
     unknown = [g for g in args.grids if g not in GRIDS]
     if unknown:
