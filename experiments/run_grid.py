@@ -777,6 +777,8 @@ PLAN: list[tuple[str, list[str] | None, Budget]] = [
     ("distribution", ["10-dm-inner-noaug", "10-dm-inner-dcaug"], Budget(100, eval_iterations="100")),
     ("distribution", ["10-dm-inner-kmeans"], Budget(100, eval_iterations="100")),
     ("distribution", ["10-dm-inner-lr0025", "10-dm-inner-lr0025-seed1"], Budget(100, eval_iterations="100")),
+    # Continued to 200 iterations (resumed from 100): the same total step as 0.05 x 100, in steps half as long.
+    ("distribution", ["10-dm-inner-lr0025", "10-dm-inner-lr0025-seed1"], Budget(200, eval_iterations="200")),
     ("fifty-full", ["kmeans-mlp-lenet"], Budget()),
     ("fifty-full", ["kmeans-convnet"], Budget(eval_models=1)),
     ("precision", None, Budget()),
