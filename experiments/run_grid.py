@@ -35,7 +35,7 @@ sys.path.insert(0, str(ROOT))  # run as a script from anywhere: the project's mo
 from configs.settings import SettingsError, check_resumable, load_settings  # noqa: E402
 from dd3d.outputs import CHECKPOINT_NAME, CheckpointError, digit_grid, load_checkpoint, save_digit_grid  # noqa: E402
 from dd3d.pointsets import project_points  # noqa: E402
-from experiments.architecture_table import architecture_table  # noqa: E402
+from experiments.architecture_table import architecture_table, run_name  # noqa: E402
 from mnist_distill import EXIT_INTERRUPTED  # noqa: E402
 
 RUNS = ROOT / "experiments" / "runs"
@@ -879,7 +879,8 @@ def table() -> str:
                     + (", DSA aug." if s.get("eval_augment_strategy") == "dsa" else ""))
         others = ", ".join(f"{arch} {100 * a['mean']:.1f} ± {100 * a['std']:.1f}"
                            for arch, a in list(final.get("architectures", {}).items())[1:]) or "–"
-        rows.append(f"| {folder.parent.name} | {folder.name.split('_', 1)[1]} | "
+        grid, name = run_name(folder)
+        rows.append(f"| {grid} | {name} | "
                     f"{100 * final['mean']:.2f} ± {100 * final['std']:.2f} | {others} | {iters} | {protocol} | {spi} | "
                     f"`{r['command']}` |")
     return "\n".join(rows)
@@ -896,10 +897,9 @@ def replaced_between(text: str, start: str, end: str, body: str) -> str:
 
 def architectures() -> str:
     """The across-architectures table of the committed runs and the files in assets/."""
-    runs = [(folder, results) for folder, results in finished_runs() if "command" in results]
     sizes = {path.stem: len(load_checkpoint(path, for_resume=False)["labels"]) // 10
              for path in sorted((ROOT / "assets").glob("*.pt"))}
-    return architecture_table(runs, ASSETS, sizes)
+    return architecture_table(finished_runs(), ASSETS, sizes)
 
 
 def update_readme() -> None:
