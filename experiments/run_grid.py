@@ -565,6 +565,10 @@ GRIDS: dict[str, dict[str, list[str]]] = {
         # figures), fp32 as the entries above.
         f"{arch}-dm-inner-mmd-cosine-10": ["--eval-only", "assets/mnist_10cpc_dm_inner_mmd_cosine.pt",
                                            "--architectures", arch] for arch in ("alexnet", "vgg11", "resnet18")
+    } | {
+        # Its second distillation seed, so the all-six claim at ten does not rest on one set.
+        f"{arch}-dm-inner-mmd-cosine-seed1-10": ["--eval-only", "assets/mnist_10cpc_dm_inner_mmd_cosine_seed1.pt",
+                                                 "--architectures", arch] for arch in ("alexnet", "vgg11", "resnet18")
     },
     # Fifty clouds per class on the larger architectures: the fifty-per-class assets (`distribution/50-dm`,
     # `50-dm-inner`, `50-dm-inner-cosine`) and their start, herding's fifty digits, as `ten-arch` (bf16 + compile;
@@ -729,7 +733,7 @@ PLAN: list[tuple[str, list[str] | None, Budget]] = [
     ("vgg11", ["dm-inner-spread-seed1-set"], Budget(eval_models=2)),
     ("resnet18", ["dm-inner-spread-seed1-set"], Budget(eval_models=2)),
     ("ten-arch", [n for n in GRIDS["ten-arch"]
-                  if not n.endswith(("-dm-inner-cosine-10", "-dm-inner-mmd-10", "-mmd-cosine-10"))],
+                  if not n.endswith(("-dm-inner-cosine-10", "-dm-inner-mmd-10", "-mmd-cosine-10", "-seed1-10"))],
      Budget(eval_models=2)),
     # After distribution/10-dm-inner-cosine: its set is the asset.
     ("ten-arch", [n for n in GRIDS["ten-arch"] if n.endswith("-dm-inner-cosine-10")], Budget(eval_models=2)),
@@ -779,6 +783,8 @@ PLAN: list[tuple[str, list[str] | None, Budget]] = [
     ("distribution", ["10-dm-inner-lr0025", "10-dm-inner-lr0025-seed1"], Budget(100, eval_iterations="100")),
     # Continued to 200 iterations (resumed from 100): the same total step as 0.05 x 100, in steps half as long.
     ("distribution", ["10-dm-inner-lr0025", "10-dm-inner-lr0025-seed1"], Budget(200, eval_iterations="200")),
+    ("ten-arch", ["alexnet-dm-inner-mmd-cosine-seed1-10", "vgg11-dm-inner-mmd-cosine-seed1-10"], Budget(eval_models=2)),
+    ("ten-arch", ["resnet18-dm-inner-mmd-cosine-seed1-10"], Budget(eval_models=1)),
     ("fifty-full", ["kmeans-mlp-lenet"], Budget()),
     ("fifty-full", ["kmeans-convnet"], Budget(eval_models=1)),
     ("precision", None, Budget()),
