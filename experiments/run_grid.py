@@ -569,6 +569,10 @@ GRIDS: dict[str, dict[str, list[str]]] = {
         # Its second distillation seed, so the all-six claim at ten does not rest on one set.
         f"{arch}-dm-inner-mmd-cosine-seed1-10": ["--eval-only", "assets/mnist_10cpc_dm_inner_mmd_cosine_seed1.pt",
                                                  "--architectures", arch] for arch in ("alexnet", "vgg11", "resnet18")
+    } | {
+        # Herding's ten digits on AlexNet by the full protocol (5 models, fp32): the bf16 pair above is the baseline
+        # every ten-per-class set is judged against there, and AlexNet's models swing by points.
+        "alexnet-herding-10-fp32": ["--baseline", "herding", "--clouds-per-class", "10", "--architectures", "alexnet"],
     },
     # Fifty clouds per class on the larger architectures: the fifty-per-class assets (`distribution/50-dm`,
     # `50-dm-inner`, `50-dm-inner-cosine`) and their start, herding's fifty digits, as `ten-arch` (bf16 + compile;
@@ -733,7 +737,8 @@ PLAN: list[tuple[str, list[str] | None, Budget]] = [
     ("vgg11", ["dm-inner-spread-seed1-set"], Budget(eval_models=2)),
     ("resnet18", ["dm-inner-spread-seed1-set"], Budget(eval_models=2)),
     ("ten-arch", [n for n in GRIDS["ten-arch"]
-                  if not n.endswith(("-dm-inner-cosine-10", "-dm-inner-mmd-10", "-mmd-cosine-10", "-seed1-10"))],
+                  if not n.endswith(("-dm-inner-cosine-10", "-dm-inner-mmd-10", "-mmd-cosine-10", "-seed1-10",
+                                     "-fp32"))],
      Budget(eval_models=2)),
     # After distribution/10-dm-inner-cosine: its set is the asset.
     ("ten-arch", [n for n in GRIDS["ten-arch"] if n.endswith("-dm-inner-cosine-10")], Budget(eval_models=2)),
@@ -785,6 +790,7 @@ PLAN: list[tuple[str, list[str] | None, Budget]] = [
     ("distribution", ["10-dm-inner-lr0025", "10-dm-inner-lr0025-seed1"], Budget(200, eval_iterations="200")),
     ("ten-arch", ["alexnet-dm-inner-mmd-cosine-seed1-10", "vgg11-dm-inner-mmd-cosine-seed1-10"], Budget(eval_models=2)),
     ("ten-arch", ["resnet18-dm-inner-mmd-cosine-seed1-10"], Budget(eval_models=1)),
+    ("ten-arch", ["alexnet-herding-10-fp32"], Budget()),
     ("fifty-full", ["kmeans-mlp-lenet"], Budget()),
     ("fifty-full", ["kmeans-convnet"], Budget(eval_models=1)),
     ("precision", None, Budget()),
