@@ -573,6 +573,11 @@ GRIDS: dict[str, dict[str, list[str]]] = {
         # Herding's ten digits on AlexNet by the full protocol (5 models, fp32): the bf16 pair above is the baseline
         # every ten-per-class set is judged against there, and AlexNet's models swing by points.
         "alexnet-herding-10-fp32": ["--baseline", "herding", "--clouds-per-class", "10", "--architectures", "alexnet"],
+        # The kernel-with-cosine sets (both seeds) by the same protocol, so the AlexNet comparison is five fp32 models
+        # against five.
+        **{f"alexnet-dm-inner-mmd-cosine{seed}-10-fp32": [
+            "--eval-only", f"assets/mnist_10cpc_dm_inner_mmd_cosine{seed.replace('-', '_')}.pt",
+            "--architectures", "alexnet"] for seed in ("", "-seed1")},
     },
     # Fifty clouds per class on the larger architectures: the fifty-per-class assets (`distribution/50-dm`,
     # `50-dm-inner`, `50-dm-inner-cosine`) and their start, herding's fifty digits, as `ten-arch` (bf16 + compile;
@@ -791,6 +796,7 @@ PLAN: list[tuple[str, list[str] | None, Budget]] = [
     ("ten-arch", ["alexnet-dm-inner-mmd-cosine-seed1-10", "vgg11-dm-inner-mmd-cosine-seed1-10"], Budget(eval_models=2)),
     ("ten-arch", ["resnet18-dm-inner-mmd-cosine-seed1-10"], Budget(eval_models=1)),
     ("ten-arch", ["alexnet-herding-10-fp32"], Budget()),
+    ("ten-arch", ["alexnet-dm-inner-mmd-cosine-10-fp32", "alexnet-dm-inner-mmd-cosine-seed1-10-fp32"], Budget()),
     ("fifty-full", ["kmeans-mlp-lenet"], Budget()),
     ("fifty-full", ["kmeans-convnet"], Budget(eval_models=1)),
     ("precision", None, Budget()),
