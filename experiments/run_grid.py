@@ -578,6 +578,9 @@ GRIDS: dict[str, dict[str, list[str]]] = {
         **{f"alexnet-dm-inner-mmd-cosine{seed}-10-fp32": [
             "--eval-only", f"assets/mnist_10cpc_dm_inner_mmd_cosine{seed.replace('-', '_')}.pt",
             "--architectures", "alexnet"] for seed in ("", "-seed1")},
+        # Seed 0's kernel-with-cosine set on ResNet-18 with a second model, so its figure has a spread.
+        "resnet18-dm-inner-mmd-cosine-10-2models": ["--eval-only", "assets/mnist_10cpc_dm_inner_mmd_cosine.pt",
+                                                    "--architectures", "resnet18"],
     },
     # Fifty clouds per class on the larger architectures: the fifty-per-class assets (`distribution/50-dm`,
     # `50-dm-inner`, `50-dm-inner-cosine`) and their start, herding's fifty digits, as `ten-arch` (bf16 + compile;
@@ -743,7 +746,7 @@ PLAN: list[tuple[str, list[str] | None, Budget]] = [
     ("resnet18", ["dm-inner-spread-seed1-set"], Budget(eval_models=2)),
     ("ten-arch", [n for n in GRIDS["ten-arch"]
                   if not n.endswith(("-dm-inner-cosine-10", "-dm-inner-mmd-10", "-mmd-cosine-10", "-seed1-10",
-                                     "-fp32"))],
+                                     "-fp32", "-2models"))],
      Budget(eval_models=2)),
     # After distribution/10-dm-inner-cosine: its set is the asset.
     ("ten-arch", [n for n in GRIDS["ten-arch"] if n.endswith("-dm-inner-cosine-10")], Budget(eval_models=2)),
@@ -797,6 +800,7 @@ PLAN: list[tuple[str, list[str] | None, Budget]] = [
     ("ten-arch", ["resnet18-dm-inner-mmd-cosine-seed1-10"], Budget(eval_models=1)),
     ("ten-arch", ["alexnet-herding-10-fp32"], Budget()),
     ("ten-arch", ["alexnet-dm-inner-mmd-cosine-10-fp32", "alexnet-dm-inner-mmd-cosine-seed1-10-fp32"], Budget()),
+    ("ten-arch", ["resnet18-dm-inner-mmd-cosine-10-2models"], Budget(eval_models=2)),
     ("fifty-full", ["kmeans-mlp-lenet"], Budget()),
     ("fifty-full", ["kmeans-convnet"], Budget(eval_models=1)),
     ("precision", None, Budget()),
