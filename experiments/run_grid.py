@@ -573,11 +573,13 @@ GRIDS: dict[str, dict[str, list[str]]] = {
         # Herding's ten digits on AlexNet by the full protocol (5 models, fp32): the bf16 pair above is the baseline
         # every ten-per-class set is judged against there, and AlexNet's models swing by points.
         "alexnet-herding-10-fp32": ["--baseline", "herding", "--clouds-per-class", "10", "--architectures", "alexnet"],
-        # The kernel-with-cosine sets (both seeds) by the same protocol, so the AlexNet comparison is five fp32 models
-        # against five.
+        # The kernel sets (with the cosine step, both seeds; alone) by the same protocol, so the AlexNet comparison
+        # is five fp32 models against five.
         **{f"alexnet-dm-inner-mmd-cosine{seed}-10-fp32": [
             "--eval-only", f"assets/mnist_10cpc_dm_inner_mmd_cosine{seed.replace('-', '_')}.pt",
             "--architectures", "alexnet"] for seed in ("", "-seed1")},
+        "alexnet-dm-inner-mmd-10-fp32": ["--eval-only", "assets/mnist_10cpc_dm_inner_mmd.pt",
+                                         "--architectures", "alexnet"],
         # Seed 0's kernel-with-cosine set on ResNet-18 with a second model, so its figure has a spread.
         "resnet18-dm-inner-mmd-cosine-10-2models": ["--eval-only", "assets/mnist_10cpc_dm_inner_mmd_cosine.pt",
                                                     "--architectures", "resnet18"],
@@ -800,6 +802,7 @@ PLAN: list[tuple[str, list[str] | None, Budget]] = [
     ("ten-arch", ["resnet18-dm-inner-mmd-cosine-seed1-10"], Budget(eval_models=1)),
     ("ten-arch", ["alexnet-herding-10-fp32"], Budget()),
     ("ten-arch", ["alexnet-dm-inner-mmd-cosine-10-fp32", "alexnet-dm-inner-mmd-cosine-seed1-10-fp32"], Budget()),
+    ("ten-arch", ["alexnet-dm-inner-mmd-10-fp32"], Budget()),
     ("ten-arch", ["resnet18-dm-inner-mmd-cosine-10-2models"], Budget(eval_models=2)),
     ("fifty-full", ["kmeans-mlp-lenet"], Budget()),
     ("fifty-full", ["kmeans-convnet"], Budget(eval_models=1)),
