@@ -575,11 +575,9 @@ GRIDS: dict[str, dict[str, list[str]]] = {
         "alexnet-herding-10-fp32": ["--baseline", "herding", "--clouds-per-class", "10", "--architectures", "alexnet"],
         # The kernel sets (with the cosine step, both seeds; alone) by the same protocol, so the AlexNet comparison
         # is five fp32 models against five.
-        **{f"alexnet-dm-inner-mmd-cosine{seed}-10-fp32": [
-            "--eval-only", f"assets/mnist_10cpc_dm_inner_mmd_cosine{seed.replace('-', '_')}.pt",
-            "--architectures", "alexnet"] for seed in ("", "-seed1")},
-        "alexnet-dm-inner-mmd-10-fp32": ["--eval-only", "assets/mnist_10cpc_dm_inner_mmd.pt",
-                                         "--architectures", "alexnet"],
+        **{f"alexnet-{name}-10-fp32": ["--eval-only", f"assets/mnist_10cpc_{name.replace('-', '_')}.pt",
+                                       "--architectures", "alexnet"]
+           for name in ("dm-inner-mmd-cosine", "dm-inner-mmd-cosine-seed1", "dm-inner-mmd")},
         # Seed 0's kernel-with-cosine set on ResNet-18 with a second model, so its figure has a spread.
         "resnet18-dm-inner-mmd-cosine-10-2models": ["--eval-only", "assets/mnist_10cpc_dm_inner_mmd_cosine.pt",
                                                     "--architectures", "resnet18"],
