@@ -808,6 +808,8 @@ PLAN: list[tuple[str, list[str] | None, Budget]] = [
     ("ten-arch", ["alexnet-dm-inner-mmd-cosine-10-fp32", "alexnet-dm-inner-mmd-cosine-seed1-10-fp32"], Budget()),
     ("ten-arch", ["alexnet-dm-inner-mmd-10-fp32"], Budget()),
     ("ten-arch", ["resnet18-dm-inner-mmd-cosine-10-2models"], Budget(eval_models=2)),
+    # The kernel-alone set's ResNet-18, the one architecture not measured for it (one model, fp32, two threads).
+    ("ten-arch", ["resnet18-dm-inner-mmd-10"], Budget(eval_models=1)),
     ("fifty-full", ["kmeans-mlp-lenet"], Budget()),
     ("fifty-full", ["kmeans-convnet"], Budget(eval_models=1)),
     ("precision", None, Budget()),
