@@ -238,6 +238,12 @@ GRIDS: dict[str, dict[str, list[str]]] = {
                              *COMPILED_FP32_EVALUATION],
         "kmeans-convnet": ["--baseline", "kmeans", "--clouds-per-class", "50", "--architectures", "convnet",
                            *COMPILED_FP32_EVALUATION],
+        # The other two baselines at fifty by the same protocol (the `fifty` grid judged them by 300 epochs only):
+        # MLP and LeNet 5 x 1000 in fp32 + compile, the ConvNet 2 x 1000 in bf16 + compile as herding-50's.
+        **{f"{baseline}-{suffix}": ["--baseline", baseline, "--clouds-per-class", "50", *flags]
+           for baseline in ("random-real", "class-mean")
+           for suffix, flags in (("mlp-lenet", ["--architectures", "mlp,lenet", *COMPILED_FP32_EVALUATION]),
+                                 ("convnet", ["--architectures", "convnet", *FAST_EVALUATION]))},
         # The same for DM's inner loop at fifty (`distribution/50-dm-inner`, ASSETS: `mnist_50cpc_dm_inner`).
         "50-dm-inner-mlp-lenet": ["--eval-only", "assets/mnist_50cpc_dm_inner.pt", "--architectures", "mlp,lenet"],
         # And with the cosine step (`distribution/50-dm-inner-cosine`, ASSETS: `mnist_50cpc_dm_inner_cosine`).
@@ -812,6 +818,9 @@ PLAN: list[tuple[str, list[str] | None, Budget]] = [
     ("ten-arch", ["resnet18-dm-inner-mmd-10"], Budget(eval_models=1)),
     ("fifty-full", ["kmeans-mlp-lenet"], Budget()),
     ("fifty-full", ["kmeans-convnet"], Budget(eval_models=1)),
+    # Random-real and class-mean at fifty by the full protocol, for the fifty-per-class rows of the table.
+    ("fifty-full", ["random-real-mlp-lenet", "class-mean-mlp-lenet"], Budget()),
+    ("fifty-full", ["random-real-convnet", "class-mean-convnet"], Budget(eval_models=2)),
     ("precision", None, Budget()),
     ("cross-arch", None, Budget()),
     ("dsa-eval", None, Budget()),
