@@ -603,7 +603,8 @@ GRIDS: dict[str, dict[str, list[str]]] = {
                             ("dm-50", ["--eval-only", "assets/mnist_50cpc_dm.pt"]),
                             ("dm-inner-50", ["--eval-only", "assets/mnist_50cpc_dm_inner.pt"]),
                             ("dm-inner-cosine-50", ["--eval-only", "assets/mnist_50cpc_dm_inner_cosine.pt"]),
-                            ("dm-inner-mmd-50", ["--eval-only", "assets/mnist_50cpc_dm_inner_mmd.pt"]))
+                            ("dm-inner-mmd-50", ["--eval-only", "assets/mnist_50cpc_dm_inner_mmd.pt"]),
+                            ("random-real-50", ["--baseline", "random-real", "--clouds-per-class", "50"]))
     } | {
         # The kernel with the cosine step at fifty (`distribution/50-dm-inner-mmd-cosine`), in fp32 as `ten-arch`'s
         # AVX2 entries.
@@ -823,8 +824,11 @@ PLAN: list[tuple[str, list[str] | None, Budget]] = [
     ("fifty-full", ["random-real-mlp-lenet", "class-mean-mlp-lenet"], Budget()),
     ("fifty-full", ["random-real-convnet", "class-mean-convnet"], Budget(eval_models=2)),
     # The best fifty-per-class ConvNet set (the kernel alone, ASSETS: `mnist_50cpc_dm_inner_mmd`) on the larger nets,
-    # one model each; its ResNet-18 (~130 min per model here) is not planned.
+    # one model each, then its ResNet-18 (~130 min per model here), so that it has all six architectures.
     ("fifty-arch", ["alexnet-dm-inner-mmd-50", "vgg11-dm-inner-mmd-50"], Budget(eval_models=1)),
+    ("fifty-arch", ["resnet18-dm-inner-mmd-50"], Budget(eval_models=1)),
+    # Random-real's fifty digits on AlexNet and VGG-11, the baseline beside herding's in the fifty-per-class rows.
+    ("fifty-arch", ["alexnet-random-real-50", "vgg11-random-real-50"], Budget(eval_models=1)),
     ("precision", None, Budget()),
     ("cross-arch", None, Budget()),
     ("dsa-eval", None, Budget()),
