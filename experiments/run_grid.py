@@ -617,6 +617,8 @@ GRIDS: dict[str, dict[str, list[str]]] = {
         # A second VGG-11 model (evaluation seed 1) of the kernel-alone set, whose one model is 0.3 above herding-50's.
         "vgg11-dm-inner-mmd-50-seed1": ["--eval-only", "assets/mnist_50cpc_dm_inner_mmd.pt", "--architectures", "vgg11",
                                         *FAST_EVALUATION, "--set", "DEFAULT.seed=1"],
+        "vgg11-herding-50-seed1": ["--baseline", "herding", "--clouds-per-class", "50", "--architectures", "vgg11",
+                                   *FAST_EVALUATION, "--set", "DEFAULT.seed=1"],
     },
     # The evaluation models trained with DSA's augmentation (EVALUATION.augment_strategy=dsa; DSA's and DM's published
     # figures use it) instead of DC's: the best ten-per-class set and its start, herding's ten digits.
@@ -838,7 +840,7 @@ PLAN: list[tuple[str, list[str] | None, Budget]] = [
     ("fifty-arch", ["alexnet-random-real-50", "vgg11-random-real-50"], Budget(eval_models=1)),
     # Random-real's fifty on ResNet-18 (herding-50's column has it), and the kernel-with-cosine set's VGG-11 in bf16.
     ("fifty-arch", ["resnet18-random-real-50", "vgg11-dm-inner-mmd-cosine-50-bf16"], Budget(eval_models=1)),
-    ("fifty-arch", ["vgg11-dm-inner-mmd-50-seed1"], Budget(eval_models=1)),
+    ("fifty-arch", ["vgg11-dm-inner-mmd-50-seed1", "vgg11-herding-50-seed1"], Budget(eval_models=1)),
     ("precision", None, Budget()),
     ("cross-arch", None, Budget()),
     ("dsa-eval", None, Budget()),
