@@ -244,6 +244,13 @@ GRIDS: dict[str, dict[str, list[str]]] = {
            for baseline in ("random-real", "class-mean")
            for suffix, flags in (("mlp-lenet", ["--architectures", "mlp,lenet", *COMPILED_FP32_EVALUATION]),
                                  ("convnet", ["--architectures", "convnet", *FAST_EVALUATION]))},
+        # The 200-iteration fifty set distilled on the H200 (`h200/50-dm-inner-mmd-200`, stopped there by the lease's
+        # end during its final evaluation; its checkpoint at 200 is `assets/mnist_50cpc_dm_inner_mmd_200.pt`), evaluated
+        # here: the ConvNet by 2 bf16 + compile models (PLAN), the MLP and LeNet by 5 fp32 + compile.
+        "50-dm-inner-mmd-200-convnet": ["--eval-only", "assets/mnist_50cpc_dm_inner_mmd_200.pt", "--architectures",
+                                        "convnet", *FAST_EVALUATION],
+        "50-dm-inner-mmd-200-mlp-lenet": ["--eval-only", "assets/mnist_50cpc_dm_inner_mmd_200.pt", "--architectures",
+                                          "mlp,lenet", *COMPILED_FP32_EVALUATION],
         # The same for DM's inner loop at fifty (`distribution/50-dm-inner`, ASSETS: `mnist_50cpc_dm_inner`).
         "50-dm-inner-mlp-lenet": ["--eval-only", "assets/mnist_50cpc_dm_inner.pt", "--architectures", "mlp,lenet"],
         # And with the cosine step (`distribution/50-dm-inner-cosine`, ASSETS: `mnist_50cpc_dm_inner_cosine`).
@@ -505,6 +512,21 @@ GRIDS: dict[str, dict[str, list[str]]] = {
         "1-dm-inner-spread-shapes": [*DM_INNER, "--set", "DISTILLATION.init_spread=0.25", *SHAPE_POOL,
                                      "--architectures", "convnet,mlp,lenet"],
     },
+    # Runs on a lent GPU (an H200, `--device cuda`; the dense path: MinkowskiEngine is not built there), where an outer
+    # iteration at fifty per class costs ~0.75 s against ~45-135 s on this CPU: DM's inner loop with M3D's kernel and
+    # the cosine step for hundreds of iterations instead of the CPU's 30 (fifty) and 100 (ten), and the larger nets'
+    # evaluations by the full protocol (5 models x 1000 epochs, fp32) where the CPU afforded one bf16 model.
+    "h200": {
+        "50-dm-inner-mmd-200": [*HERDING_INIT, "--clouds-per-class", "50", *DM_INNER, *GAUSSIAN_KERNEL, *COSINE_STEP,
+                                "--pytorch", "--device", "cuda", "--iterations", "200",
+                                "--set", "DISTILLATION.save_cad_every=50", "--architectures", "convnet,mlp,lenet"],
+        "10-dm-inner-mmd-250": herding_10(*DM_INNER, *GAUSSIAN_KERNEL, *COSINE_STEP, "--pytorch", "--device", "cuda",
+                                          "--iterations", "250", "--set", "DISTILLATION.save_cad_every=50"),
+        **{f"{arch}-{name}": [*flags, "--architectures", arch, "--device", "cuda"]
+           for arch in ("alexnet", "resnet18")
+           for name, flags in (("herding-50", ["--baseline", "herding", "--clouds-per-class", "50"]),
+                               ("dm-inner-mmd-50", ["--eval-only", "assets/mnist_50cpc_dm_inner_mmd.pt"]))},
+    },
     # EVALUATION.precision = bf16: the default's set by the full protocol in bfloat16 autocast, against the same
     # models' fp32 figures (`herding-init/1cpc`: same seeds, same data order).
     "precision": {
@@ -592,6 +614,10 @@ GRIDS: dict[str, dict[str, list[str]]] = {
         # Seed 0's kernel-with-cosine set on ResNet-18 with a second model, so its figure has a spread.
         "resnet18-dm-inner-mmd-cosine-10-2models": ["--eval-only", "assets/mnist_10cpc_dm_inner_mmd_cosine.pt",
                                                     "--architectures", "resnet18"],
+        # The H200's 250-iteration kernel-with-cosine set (`h200/10-dm-inner-mmd-250`: the best ten-per-class MLP and
+        # LeNet figures) on the larger nets, bf16 + compile (this CPU has AMX).
+        **{f"{arch}-dm-inner-mmd-250-10": ["--eval-only", "assets/mnist_10cpc_dm_inner_mmd_250.pt", "--architectures",
+                                           arch, *FAST_EVALUATION] for arch in ("alexnet", "vgg11", "resnet18")},
     },
     # Fifty clouds per class on the larger architectures: the fifty-per-class assets (`distribution/50-dm`,
     # `50-dm-inner`, `50-dm-inner-cosine`) and their start, herding's fifty digits, as `ten-arch` (bf16 + compile;
@@ -659,6 +685,7 @@ ASSETS = {"mnist_1cpc_convnet": ("convnet", "meaninit", 300), "mnist_10cpc_convn
           "mnist_10cpc_dm_inner_mmd_cosine_seed1": ("distribution", "10-dm-inner-mmd-cosine-seed1", 100),
           "mnist_50cpc_dm_inner_mmd": ("distribution", "50-dm-inner-mmd", 30),
           "mnist_50cpc_dm_inner_mmd_cosine": ("distribution", "50-dm-inner-mmd-cosine", 30),
+          "mnist_10cpc_dm_inner_mmd_250": ("h200", "10-dm-inner-mmd-250", 250),
           "mnist_1cpc_dm_inner_spread": ("distribution", "1-dm-inner-spread", 100),
           "mnist_1cpc_dm_inner_spread_seed1": ("distribution", "1-dm-inner-spread-seed1", 100)}
 
@@ -841,6 +868,13 @@ PLAN: list[tuple[str, list[str] | None, Budget]] = [
     # Random-real's fifty on ResNet-18 (herding-50's column has it), and the kernel-with-cosine set's VGG-11 in bf16.
     ("fifty-arch", ["resnet18-random-real-50", "vgg11-dm-inner-mmd-cosine-50-bf16"], Budget(eval_models=1)),
     ("fifty-arch", ["vgg11-dm-inner-mmd-50-seed1", "vgg11-herding-50-seed1"], Budget(eval_models=1)),
+    # On a CUDA machine (`--device cuda`: elsewhere these calls fail at once and the replay goes on): its sets are the
+    # assets the next calls evaluate here.
+    ("h200", None, Budget()),
+    ("ten-arch", ["alexnet-dm-inner-mmd-250-10", "vgg11-dm-inner-mmd-250-10"], Budget(eval_models=2)),
+    ("ten-arch", ["resnet18-dm-inner-mmd-250-10"], Budget(eval_models=1)),
+    # The H200's 200-iteration fifty set, its ConvNet on this CPU (2 bf16 models, ~25 min each).
+    ("fifty-full", ["50-dm-inner-mmd-200-convnet"], Budget(eval_models=2)),
     ("precision", None, Budget()),
     ("cross-arch", None, Budget()),
     ("dsa-eval", None, Budget()),
