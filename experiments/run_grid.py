@@ -875,6 +875,7 @@ PLAN: list[tuple[str, list[str] | None, Budget]] = [
     ("ten-arch", ["resnet18-dm-inner-mmd-250-10"], Budget(eval_models=1)),
     # The H200's 200-iteration fifty set, its ConvNet on this CPU (2 bf16 models, ~25 min each).
     ("fifty-full", ["50-dm-inner-mmd-200-convnet"], Budget(eval_models=2)),
+    ("fifty-full", ["50-dm-inner-mmd-200-mlp-lenet"], Budget()),
     ("precision", None, Budget()),
     ("cross-arch", None, Budget()),
     ("dsa-eval", None, Budget()),
