@@ -645,6 +645,9 @@ GRIDS: dict[str, dict[str, list[str]]] = {
                                         *FAST_EVALUATION, "--set", "DEFAULT.seed=1"],
         "vgg11-herding-50-seed1": ["--baseline", "herding", "--clouds-per-class", "50", "--architectures", "vgg11",
                                    *FAST_EVALUATION, "--set", "DEFAULT.seed=1"],
+        # The H200's 200-iteration fifty set (`h200/50-dm-inner-mmd-200`, above herding-50 on the MLP and LeNet).
+        **{f"{arch}-dm-inner-mmd-200-50": ["--eval-only", "assets/mnist_50cpc_dm_inner_mmd_200.pt", "--architectures",
+                                           arch, *FAST_EVALUATION] for arch in ("alexnet", "vgg11", "resnet18")},
     },
     # The evaluation models trained with DSA's augmentation (EVALUATION.augment_strategy=dsa; DSA's and DM's published
     # figures use it) instead of DC's: the best ten-per-class set and its start, herding's ten digits.
@@ -876,6 +879,8 @@ PLAN: list[tuple[str, list[str] | None, Budget]] = [
     # The H200's 200-iteration fifty set, its ConvNet on this CPU (2 bf16 models, ~25 min each).
     ("fifty-full", ["50-dm-inner-mmd-200-convnet"], Budget(eval_models=2)),
     ("fifty-full", ["50-dm-inner-mmd-200-mlp-lenet"], Budget()),
+    ("fifty-arch", ["alexnet-dm-inner-mmd-200-50", "vgg11-dm-inner-mmd-200-50", "resnet18-dm-inner-mmd-200-50"],
+     Budget(eval_models=1)),
     ("precision", None, Budget()),
     ("cross-arch", None, Budget()),
     ("dsa-eval", None, Budget()),
