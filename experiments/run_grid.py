@@ -110,6 +110,15 @@ def dm_inner_50(*variant: str, evaluation: tuple[str, ...] = tuple(FAST_EVALUATI
             *evaluation]
 
 
+# The fifty-per-class sets judged on the larger nets: the fifty-per-class assets and the baselines of that size.
+FIFTY_SETS = {"herding-50": ["--baseline", "herding", "--clouds-per-class", "50"],
+              "dm-50": ["--eval-only", "assets/mnist_50cpc_dm.pt"],
+              "dm-inner-50": ["--eval-only", "assets/mnist_50cpc_dm_inner.pt"],
+              "dm-inner-cosine-50": ["--eval-only", "assets/mnist_50cpc_dm_inner_cosine.pt"],
+              "dm-inner-mmd-50": ["--eval-only", "assets/mnist_50cpc_dm_inner_mmd.pt"],
+              "random-real-50": ["--baseline", "random-real", "--clouds-per-class", "50"]}
+
+
 GRIDS: dict[str, dict[str, list[str]]] = {
     # Table 1 of the seed: network x depth, modmse, fixed random network, 1 cloud per class.
     "seed-table1": {
@@ -513,19 +522,18 @@ GRIDS: dict[str, dict[str, list[str]]] = {
                                      "--architectures", "convnet,mlp,lenet"],
     },
     # Runs on a lent GPU (an H200, `--device cuda`; the dense path: MinkowskiEngine is not built there), where an outer
-    # iteration at fifty per class costs ~0.75 s against ~45-135 s on this CPU: DM's inner loop with M3D's kernel and
-    # the cosine step for hundreds of iterations instead of the CPU's 30 (fifty) and 100 (ten), and the larger nets'
-    # evaluations by the full protocol (5 models x 1000 epochs, fp32) where the CPU afforded one bf16 model.
+    # iteration at fifty per class cost 2.1 s with four jobs sharing it, against 73-136 s on this CPU: DM's inner loop
+    # with M3D's kernel and the cosine step for hundreds of iterations instead of the CPU's 30 (fifty) and 100 (ten),
+    # and the larger nets' evaluations by the full protocol (5 models x 1000 epochs, fp32) where the CPU afforded one
+    # bf16 model.
     "h200": {
         "50-dm-inner-mmd-200": [*HERDING_INIT, "--clouds-per-class", "50", *DM_INNER, *GAUSSIAN_KERNEL, *COSINE_STEP,
                                 "--pytorch", "--device", "cuda", "--iterations", "200",
                                 "--set", "DISTILLATION.save_cad_every=50", "--architectures", "convnet,mlp,lenet"],
         "10-dm-inner-mmd-250": herding_10(*DM_INNER, *GAUSSIAN_KERNEL, *COSINE_STEP, "--pytorch", "--device", "cuda",
                                           "--iterations", "250", "--set", "DISTILLATION.save_cad_every=50"),
-        **{f"{arch}-{name}": [*flags, "--architectures", arch, "--device", "cuda"]
-           for arch in ("alexnet", "resnet18")
-           for name, flags in (("herding-50", ["--baseline", "herding", "--clouds-per-class", "50"]),
-                               ("dm-inner-mmd-50", ["--eval-only", "assets/mnist_50cpc_dm_inner_mmd.pt"]))},
+        **{f"{arch}-{name}": [*FIFTY_SETS[name], "--architectures", arch, "--device", "cuda"]
+           for arch in ("alexnet", "resnet18") for name in ("herding-50", "dm-inner-mmd-50")},
     },
     # EVALUATION.precision = bf16: the default's set by the full protocol in bfloat16 autocast, against the same
     # models' fp32 figures (`herding-init/1cpc`: same seeds, same data order).
@@ -624,13 +632,7 @@ GRIDS: dict[str, dict[str, list[str]]] = {
     # 2 models or 1 each, as PLAN says).
     "fifty-arch": {
         f"{arch}-{name}": [*flags, "--architectures", arch, *FAST_EVALUATION]
-        for arch in ("alexnet", "vgg11", "resnet18")
-        for name, flags in (("herding-50", ["--baseline", "herding", "--clouds-per-class", "50"]),
-                            ("dm-50", ["--eval-only", "assets/mnist_50cpc_dm.pt"]),
-                            ("dm-inner-50", ["--eval-only", "assets/mnist_50cpc_dm_inner.pt"]),
-                            ("dm-inner-cosine-50", ["--eval-only", "assets/mnist_50cpc_dm_inner_cosine.pt"]),
-                            ("dm-inner-mmd-50", ["--eval-only", "assets/mnist_50cpc_dm_inner_mmd.pt"]),
-                            ("random-real-50", ["--baseline", "random-real", "--clouds-per-class", "50"]))
+        for arch in ("alexnet", "vgg11", "resnet18") for name, flags in FIFTY_SETS.items()
     } | {
         # The kernel with the cosine step at fifty (`distribution/50-dm-inner-mmd-cosine`), in fp32 as `ten-arch`'s
         # AVX2 entries.
@@ -876,7 +878,7 @@ PLAN: list[tuple[str, list[str] | None, Budget]] = [
     ("h200", None, Budget()),
     ("ten-arch", ["alexnet-dm-inner-mmd-250-10", "vgg11-dm-inner-mmd-250-10"], Budget(eval_models=2)),
     ("ten-arch", ["resnet18-dm-inner-mmd-250-10"], Budget(eval_models=1)),
-    # The H200's 200-iteration fifty set, its ConvNet on this CPU (2 bf16 models, ~25 min each).
+    # The H200's 200-iteration fifty set, its ConvNet on this CPU (2 bf16 models, ~14 min each).
     ("fifty-full", ["50-dm-inner-mmd-200-convnet"], Budget(eval_models=2)),
     ("fifty-full", ["50-dm-inner-mmd-200-mlp-lenet"], Budget()),
     ("fifty-arch", ["alexnet-dm-inner-mmd-200-50", "vgg11-dm-inner-mmd-200-50", "resnet18-dm-inner-mmd-200-50"],
