@@ -800,7 +800,7 @@ PLAN: list[tuple[str, list[str] | None, Budget]] = [
     ("resnet18", ["dm-inner-spread-seed1-set"], Budget(eval_models=2)),
     ("ten-arch", [n for n in GRIDS["ten-arch"]
                   if not n.endswith(("-dm-inner-cosine-10", "-dm-inner-mmd-10", "-mmd-cosine-10", "-seed1-10",
-                                     "-fp32", "-2models"))],
+                                     "-fp32", "-2models", "-250-10"))],
      Budget(eval_models=2)),
     # After distribution/10-dm-inner-cosine: its set is the asset.
     ("ten-arch", [n for n in GRIDS["ten-arch"] if n.endswith("-dm-inner-cosine-10")], Budget(eval_models=2)),

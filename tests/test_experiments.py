@@ -1,5 +1,6 @@
 """The experiment runner: its plan reproduces every committed result, so `run_grid.py --all` rebuilds the table."""
 
+import itertools
 import json
 
 import torch
@@ -32,6 +33,21 @@ def test_every_committed_result_is_a_run_of_the_plan():
     planned = plan_command_lines()
     missing = [r["command"] for r in results if r["command"] not in planned]
     assert not missing, missing
+
+
+def test_a_run_planned_twice_is_a_longer_distillation_each_time():
+    # A name in two PLAN calls is replayed by both: only a longer budget (a resumed distillation) makes the
+    # second call a run of its own; any other repeat evaluates the same set again under another budget.
+    budgets: dict[tuple[str, str], list[Budget]] = {}
+    for grid, names, budget in PLAN:
+        for name in GRIDS[grid] if names is None else names:
+            budgets.setdefault((grid, name), []).append(budget)
+    repeated = {key: b for key, b in budgets.items() if len(b) > 1}
+    assert repeated, "PLAN continues no run: this test checks nothing"
+    not_longer = [key for key, b in repeated.items()
+                  if any(x.iterations is None or y.iterations is None or y.iterations <= x.iterations
+                         for x, y in itertools.pairwise(b))]
+    assert not not_longer, not_longer
 
 
 def test_every_committed_result_has_the_settings_its_command_gives_now():
