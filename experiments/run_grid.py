@@ -647,6 +647,9 @@ GRIDS: dict[str, dict[str, list[str]]] = {
                                         *FAST_EVALUATION, "--set", "DEFAULT.seed=1"],
         "vgg11-herding-50-seed1": ["--baseline", "herding", "--clouds-per-class", "50", "--architectures", "vgg11",
                                    *FAST_EVALUATION, "--set", "DEFAULT.seed=1"],
+        # Random-real-50's second VGG-11 model: seed 1 draws other random digits as well as another model.
+        "vgg11-random-real-50-seed1": ["--baseline", "random-real", "--clouds-per-class", "50", "--architectures",
+                                       "vgg11", *FAST_EVALUATION, "--set", "DEFAULT.seed=1"],
         # The H200's 200-iteration fifty set (`h200/50-dm-inner-mmd-200`, above herding-50 on the MLP and LeNet).
         **{f"{arch}-dm-inner-mmd-200-50": ["--eval-only", "assets/mnist_50cpc_dm_inner_mmd_200.pt", "--architectures",
                                            arch, *FAST_EVALUATION] for arch in ("alexnet", "vgg11", "resnet18")},
@@ -889,7 +892,7 @@ PLAN: list[tuple[str, list[str] | None, Budget]] = [
     ("fifty-arch", ["alexnet-dm-inner-mmd-200-50", "vgg11-dm-inner-mmd-200-50", "resnet18-dm-inner-mmd-200-50"],
      Budget(eval_models=1)),
     ("fifty-arch", ["alexnet-dm-inner-mmd-200-50-seed1", "vgg11-dm-inner-mmd-200-50-seed1"], Budget(eval_models=1)),
-    ("fifty-arch", ["resnet18-dm-inner-mmd-200-50-seed1"], Budget(eval_models=1)),
+    ("fifty-arch", ["resnet18-dm-inner-mmd-200-50-seed1", "vgg11-random-real-50-seed1"], Budget(eval_models=1)),
     ("precision", None, Budget()),
     ("cross-arch", None, Budget()),
     ("dsa-eval", None, Budget()),
