@@ -116,7 +116,8 @@ FIFTY_SETS = {"herding-50": ["--baseline", "herding", "--clouds-per-class", "50"
               "dm-inner-50": ["--eval-only", "assets/mnist_50cpc_dm_inner.pt"],
               "dm-inner-cosine-50": ["--eval-only", "assets/mnist_50cpc_dm_inner_cosine.pt"],
               "dm-inner-mmd-50": ["--eval-only", "assets/mnist_50cpc_dm_inner_mmd.pt"],
-              "random-real-50": ["--baseline", "random-real", "--clouds-per-class", "50"]}
+              "random-real-50": ["--baseline", "random-real", "--clouds-per-class", "50"],
+              "dm-inner-mmd-200-50": ["--eval-only", "assets/mnist_50cpc_dm_inner_mmd_200.pt"]}
 
 
 GRIDS: dict[str, dict[str, list[str]]] = {
@@ -634,6 +635,14 @@ GRIDS: dict[str, dict[str, list[str]]] = {
         f"{arch}-{name}": [*flags, "--architectures", arch, *FAST_EVALUATION]
         for arch in ("alexnet", "vgg11", "resnet18") for name, flags in FIFTY_SETS.items()
     } | {
+        # A second model (evaluation seed 1) where one model left a set level with or under herding-50 /
+        # random-real-50; for a baseline drawn at random (random-real) seed 1 draws other digits too.
+        f"{arch}-{name}-seed1": [*FIFTY_SETS[name], "--architectures", arch, *FAST_EVALUATION,
+                                 "--set", "DEFAULT.seed=1"]
+        for arch, name in (("vgg11", "dm-inner-mmd-50"), ("vgg11", "herding-50"), ("vgg11", "random-real-50"),
+                           ("alexnet", "dm-inner-mmd-200-50"), ("vgg11", "dm-inner-mmd-200-50"),
+                           ("resnet18", "dm-inner-mmd-200-50"))
+    } | {
         # The kernel with the cosine step at fifty (`distribution/50-dm-inner-mmd-cosine`), in fp32 as `ten-arch`'s
         # AVX2 entries.
         f"{arch}-dm-inner-mmd-cosine-50": ["--eval-only", "assets/mnist_50cpc_dm_inner_mmd_cosine.pt",
@@ -642,22 +651,6 @@ GRIDS: dict[str, dict[str, list[str]]] = {
         # Its VGG-11 in bf16 + compile, as the other fifty-per-class sets' (fp32 costs ~3 h per model here).
         "vgg11-dm-inner-mmd-cosine-50-bf16": ["--eval-only", "assets/mnist_50cpc_dm_inner_mmd_cosine.pt",
                                               "--architectures", "vgg11", *FAST_EVALUATION],
-        # A second VGG-11 model (evaluation seed 1) of the kernel-alone set, whose one model is 0.3 above herding-50's.
-        "vgg11-dm-inner-mmd-50-seed1": ["--eval-only", "assets/mnist_50cpc_dm_inner_mmd.pt", "--architectures", "vgg11",
-                                        *FAST_EVALUATION, "--set", "DEFAULT.seed=1"],
-        "vgg11-herding-50-seed1": ["--baseline", "herding", "--clouds-per-class", "50", "--architectures", "vgg11",
-                                   *FAST_EVALUATION, "--set", "DEFAULT.seed=1"],
-        # Random-real-50's second VGG-11 model: seed 1 draws other random digits as well as another model.
-        "vgg11-random-real-50-seed1": ["--baseline", "random-real", "--clouds-per-class", "50", "--architectures",
-                                       "vgg11", *FAST_EVALUATION, "--set", "DEFAULT.seed=1"],
-        # The H200's 200-iteration fifty set (`h200/50-dm-inner-mmd-200`, above herding-50 on the MLP and LeNet).
-        **{f"{arch}-dm-inner-mmd-200-50": ["--eval-only", "assets/mnist_50cpc_dm_inner_mmd_200.pt", "--architectures",
-                                           arch, *FAST_EVALUATION] for arch in ("alexnet", "vgg11", "resnet18")},
-        # A second model (evaluation seed 1) of it where one model left it level with or under herding-50 /
-        # random-real-50.
-        **{f"{arch}-dm-inner-mmd-200-50-seed1": ["--eval-only", "assets/mnist_50cpc_dm_inner_mmd_200.pt",
-                                                 "--architectures", arch, *FAST_EVALUATION, "--set", "DEFAULT.seed=1"]
-           for arch in ("alexnet", "vgg11", "resnet18")},
     },
     # The evaluation models trained with DSA's augmentation (EVALUATION.augment_strategy=dsa; DSA's and DM's published
     # figures use it) instead of DC's: the best ten-per-class set and its start, herding's ten digits.
