@@ -641,7 +641,8 @@ GRIDS: dict[str, dict[str, list[str]]] = {
                                  "--set", "DEFAULT.seed=1"]
         for arch, name in (("vgg11", "dm-inner-mmd-50"), ("vgg11", "herding-50"), ("vgg11", "random-real-50"),
                            ("alexnet", "dm-inner-mmd-200-50"), ("vgg11", "dm-inner-mmd-200-50"),
-                           ("resnet18", "dm-inner-mmd-200-50"))
+                           ("resnet18", "dm-inner-mmd-200-50"), ("resnet18", "herding-50"),
+                           ("resnet18", "random-real-50"))
     } | {
         # The kernel with the cosine step at fifty (`distribution/50-dm-inner-mmd-cosine`), in fp32 as `ten-arch`'s
         # AVX2 entries.
@@ -886,6 +887,9 @@ PLAN: list[tuple[str, list[str] | None, Budget]] = [
      Budget(eval_models=1)),
     ("fifty-arch", ["alexnet-dm-inner-mmd-200-50-seed1", "vgg11-dm-inner-mmd-200-50-seed1"], Budget(eval_models=1)),
     ("fifty-arch", ["resnet18-dm-inner-mmd-200-50-seed1", "vgg11-random-real-50-seed1"], Budget(eval_models=1)),
+    # Second ResNet-18 models of the two fifty-per-class baselines, so that the 200-iteration set's two models there
+    # are set against two of each (~80 min per model here).
+    ("fifty-arch", ["resnet18-herding-50-seed1", "resnet18-random-real-50-seed1"], Budget(eval_models=1)),
     ("precision", None, Budget()),
     ("cross-arch", None, Budget()),
     ("dsa-eval", None, Budget()),
