@@ -110,6 +110,14 @@ def dm_inner_50(*variant: str, evaluation: tuple[str, ...] = tuple(FAST_EVALUATI
             *evaluation]
 
 
+def dm_inner_mmd_gpu_50(iterations: int, checkpoint_every: int, architectures: str) -> list[str]:
+    """DM's inner loop with M3D's kernel and the cosine step at fifty clouds per class from herding's digits, on a
+    lent GPU's dense path, for ``iterations`` iterations, judged on ``architectures``."""
+    return [*HERDING_INIT, "--clouds-per-class", "50", *DM_INNER, *GAUSSIAN_KERNEL, *COSINE_STEP, "--pytorch",
+            "--device", "cuda", "--iterations", str(iterations),
+            "--set", f"DISTILLATION.save_cad_every={checkpoint_every}", "--architectures", architectures]
+
+
 # The fifty-per-class sets judged on the larger nets: the fifty-per-class assets and the baselines of that size.
 FIFTY_SETS = {"herding-50": ["--baseline", "herding", "--clouds-per-class", "50"],
               "dm-50": ["--eval-only", "assets/mnist_50cpc_dm.pt"],
@@ -532,15 +540,11 @@ GRIDS: dict[str, dict[str, list[str]]] = {
     # and the larger nets' evaluations by the full protocol (5 models x 1000 epochs, fp32) where the CPU afforded one
     # bf16 model.
     "h200": {
-        "50-dm-inner-mmd-200": [*HERDING_INIT, "--clouds-per-class", "50", *DM_INNER, *GAUSSIAN_KERNEL, *COSINE_STEP,
-                                "--pytorch", "--device", "cuda", "--iterations", "200",
-                                "--set", "DISTILLATION.save_cad_every=50", "--architectures", "convnet,mlp,lenet"],
+        "50-dm-inner-mmd-200": dm_inner_mmd_gpu_50(200, 50, "convnet,mlp,lenet"),
         # Three times the iterations (the same cosine step stretched over 600): does the fifty set keep gaining past
         # 200? Its ConvNet is evaluated by that run, its AlexNet by `alexnet-dm-inner-mmd-600-50` below, its MLP,
         # LeNet, VGG-11 and ResNet-18 on the CPU (PLAN). Alone on the GPU an iteration cost 0.68 s.
-        "50-dm-inner-mmd-600": [*HERDING_INIT, "--clouds-per-class", "50", *DM_INNER, *GAUSSIAN_KERNEL, *COSINE_STEP,
-                                "--pytorch", "--device", "cuda", "--iterations", "600",
-                                "--set", "DISTILLATION.save_cad_every=100", "--architectures", "convnet"],
+        "50-dm-inner-mmd-600": dm_inner_mmd_gpu_50(600, 100, "convnet"),
         "10-dm-inner-mmd-250": herding_10(*DM_INNER, *GAUSSIAN_KERNEL, *COSINE_STEP, "--pytorch", "--device", "cuda",
                                           "--iterations", "250", "--set", "DISTILLATION.save_cad_every=50"),
         # The fifty-per-class sets on the larger nets by the full protocol; the last two: the 600-iteration set on
@@ -657,7 +661,8 @@ GRIDS: dict[str, dict[str, list[str]]] = {
                                  ("vgg11", "random-real-50", 1), ("alexnet", "dm-inner-mmd-200-50", 1),
                                  ("vgg11", "dm-inner-mmd-200-50", 1), ("resnet18", "dm-inner-mmd-200-50", 1),
                                  ("resnet18", "herding-50", 1), ("resnet18", "random-real-50", 1),
-                                 ("alexnet", "random-real-50", 1), ("alexnet", "dm-inner-mmd-200-50", 2))
+                                 ("alexnet", "random-real-50", 1), ("alexnet", "dm-inner-mmd-200-50", 2),
+                                 ("resnet18", "dm-inner-mmd-600-50", 1))
     } | {
         # The kernel with the cosine step at fifty (`distribution/50-dm-inner-mmd-cosine`), in fp32 as `ten-arch`'s
         # AVX2 entries.
@@ -914,6 +919,9 @@ PLAN: list[tuple[str, list[str] | None, Budget]] = [
     # ResNet-18 had not finished after 145 min beside another job and was stopped: not yet run).
     ("fifty-full", ["50-dm-inner-mmd-600-mlp-lenet"], Budget()),
     ("fifty-arch", ["vgg11-dm-inner-mmd-600-50", "resnet18-dm-inner-mmd-600-50"], Budget(eval_models=1)),
+    # The 600-iteration set's second ResNet-18 model, beside its first (both rerun on one core each), so that it is
+    # set against herding-50's and random-real-50's two models there.
+    ("fifty-arch", ["resnet18-dm-inner-mmd-600-50-seed1"], Budget(eval_models=1)),
     ("precision", None, Budget()),
     ("cross-arch", None, Budget()),
     ("dsa-eval", None, Budget()),
