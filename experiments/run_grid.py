@@ -916,11 +916,11 @@ PLAN: list[tuple[str, list[str] | None, Budget]] = [
     ("fifty-arch", ["alexnet-random-real-50-seed1", "alexnet-dm-inner-mmd-200-50-seed2"], Budget(eval_models=1)),
     # The H200's 600-iteration fifty set (distilled and judged on the ConvNet and AlexNet there, `h200` above): its
     # MLP and LeNet by the full protocol, its VGG-11 and ResNet-18 by one bf16 model each (VGG-11: 69 min here;
-    # ResNet-18 had not finished after 145 min beside another job and was stopped: not yet run).
+    # ResNet-18: ~140 min beside its second model, below).
     ("fifty-full", ["50-dm-inner-mmd-600-mlp-lenet"], Budget()),
     ("fifty-arch", ["vgg11-dm-inner-mmd-600-50", "resnet18-dm-inner-mmd-600-50"], Budget(eval_models=1)),
-    # The 600-iteration set's second ResNet-18 model, beside its first (both rerun on one core each), so that it is
-    # set against herding-50's and random-real-50's two models there.
+    # The 600-iteration set's second ResNet-18 model, beside its first (one core each), so that it is set against
+    # herding-50's and random-real-50's two models there.
     ("fifty-arch", ["resnet18-dm-inner-mmd-600-50-seed1"], Budget(eval_models=1)),
     ("precision", None, Budget()),
     ("cross-arch", None, Budget()),
