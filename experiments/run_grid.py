@@ -102,20 +102,20 @@ def herding_10(*variant: str, architectures: str = "convnet,mlp,lenet") -> list[
     return [*HERDING_INIT, "--clouds-per-class", "10", *variant, "--architectures", architectures]
 
 
-def dm_inner_50(*variant: str, evaluation: tuple[str, ...] = tuple(FAST_EVALUATION)) -> list[str]:
+def dm_inner_50(*variant: str, evaluation: tuple[str, ...] = tuple(FAST_EVALUATION),
+                checkpoint_every: int = 10) -> list[str]:
     """DM's inner loop at fifty clouds per class from herding's digits, with ``variant``'s flags: a checkpoint every
-    10 iterations (~80-140 s each on the AMX machines, ~110 s on the AVX2-only EPYC) and the evaluation's flags
-    (default bf16 + compile)."""
-    return [*HERDING_INIT, "--clouds-per-class", "50", *DM_INNER, *variant, "--set", "DISTILLATION.save_cad_every=10",
-            *evaluation]
+    ``checkpoint_every`` iterations (10 on the CPU: ~80-140 s each on the AMX machines, ~110 s on the AVX2-only EPYC)
+    and the evaluation's flags (default bf16 + compile)."""
+    return [*HERDING_INIT, "--clouds-per-class", "50", *DM_INNER, *variant,
+            "--set", f"DISTILLATION.save_cad_every={checkpoint_every}", *evaluation]
 
 
 def dm_inner_mmd_gpu_50(iterations: int, checkpoint_every: int, architectures: str) -> list[str]:
-    """DM's inner loop with M3D's kernel and the cosine step at fifty clouds per class from herding's digits, on a
-    lent GPU's dense path, for ``iterations`` iterations, judged on ``architectures``."""
-    return [*HERDING_INIT, "--clouds-per-class", "50", *DM_INNER, *GAUSSIAN_KERNEL, *COSINE_STEP, "--pytorch",
-            "--device", "cuda", "--iterations", str(iterations),
-            "--set", f"DISTILLATION.save_cad_every={checkpoint_every}", "--architectures", architectures]
+    """``dm_inner_50`` with M3D's kernel and the cosine step on a lent GPU's dense path, for ``iterations``
+    iterations, judged on ``architectures``."""
+    return dm_inner_50(*GAUSSIAN_KERNEL, *COSINE_STEP, "--pytorch", "--device", "cuda", "--iterations", str(iterations),
+                       evaluation=("--architectures", architectures), checkpoint_every=checkpoint_every)
 
 
 # The fifty-per-class sets judged on the larger nets: the fifty-per-class assets and the baselines of that size.
