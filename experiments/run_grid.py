@@ -925,7 +925,7 @@ PLAN: list[tuple[str, list[str] | None, Budget]] = [
     ("fifty-arch", ["resnet18-dm-inner-mmd-600-50-seed1"], Budget(eval_models=1)),
     # The class-mean baseline at fifty on the three larger nets, the only baseline of that size not yet measured there,
     # so that "above every baseline of its size on all six" rests on measurements (one bf16 model each; VGG-11 then
-    # AlexNet on one core, ~55 + ~45 min; ResNet-18 on the other, ~80-135 min).
+    # AlexNet on one core, 61 + 78 min; ResNet-18 on the other, 139 min).
     ("fifty-arch", ["vgg11-class-mean-50", "alexnet-class-mean-50"], Budget(eval_models=1)),
     ("fifty-arch", ["resnet18-class-mean-50"], Budget(eval_models=1)),
     ("precision", None, Budget()),
