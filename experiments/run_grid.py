@@ -650,6 +650,10 @@ GRIDS: dict[str, dict[str, list[str]]] = {
         # LeNet figures) on the larger nets, bf16 + compile (this CPU has AMX).
         **{f"{arch}-dm-inner-mmd-250-10": ["--eval-only", "assets/mnist_10cpc_dm_inner_mmd_250.pt", "--architectures",
                                            arch, *FAST_EVALUATION] for arch in ("alexnet", "vgg11", "resnet18")},
+        # Its ResNet-18 with a second model (evaluation seed 1), so that figure has a spread.
+        "resnet18-dm-inner-mmd-250-10-seed1": ["--eval-only", "assets/mnist_10cpc_dm_inner_mmd_250.pt",
+                                               "--architectures", "resnet18", *FAST_EVALUATION,
+                                               "--set", "DEFAULT.seed=1"],
     },
     # Fifty clouds per class on the larger architectures: the fifty-per-class assets (`distribution/50-dm`,
     # `50-dm-inner`, `50-dm-inner-cosine`) and their start, herding's fifty digits, as `ten-arch` (bf16 + compile;
@@ -828,7 +832,7 @@ PLAN: list[tuple[str, list[str] | None, Budget]] = [
     ("resnet18", ["dm-inner-spread-seed1-set"], Budget(eval_models=2)),
     ("ten-arch", [n for n in GRIDS["ten-arch"]
                   if not n.endswith(("-dm-inner-cosine-10", "-dm-inner-mmd-10", "-mmd-cosine-10", "-seed1-10",
-                                     "-fp32", "-2models", "-250-10"))],
+                                     "-fp32", "-2models", "-250-10", "-10-seed1"))],
      Budget(eval_models=2)),
     # After distribution/10-dm-inner-cosine: its set is the asset.
     ("ten-arch", [n for n in GRIDS["ten-arch"] if n.endswith("-dm-inner-cosine-10")], Budget(eval_models=2)),
@@ -938,6 +942,8 @@ PLAN: list[tuple[str, list[str] | None, Budget]] = [
     ("distribution", ["10-dm-inner-full-seed1"], Budget()),
     # Then, on that core, the 250-iteration ten-per-class set on AlexNet by five fp32 models, as herding-10's there.
     ("ten-arch", ["alexnet-dm-inner-mmd-250-10-fp32"], Budget()),
+    # And on the first core, after the VGG-11 model, that set's second ResNet-18 model (17 min for its first).
+    ("ten-arch", ["resnet18-dm-inner-mmd-250-10-seed1"], Budget(eval_models=1)),
     ("precision", None, Budget()),
     ("cross-arch", None, Budget()),
     ("dsa-eval", None, Budget()),
