@@ -437,8 +437,8 @@ GRIDS: dict[str, dict[str, list[str]]] = {
         # Its set (ASSETS: `mnist_10cpc_dm_inner`) by the full protocol, as two runs to use both cores.
         "10-dm-inner-full": ["--eval-only", "assets/mnist_10cpc_dm_inner.pt", "--architectures", "convnet"],
         "10-dm-inner-full-mlp-lenet": ["--eval-only", "assets/mnist_10cpc_dm_inner.pt", "--architectures", "mlp,lenet"],
-        # Five more ConvNets (evaluation seed 1) for the same set: the ten-per-class headline, 0.03 points under the
-        # target by five models, from ten.
+        # Five more ConvNets (evaluation seed 1) for the same set, so the ten-per-class headline (0.03 points under
+        # the target by the five above) rests on ten models.
         "10-dm-inner-full-seed1": ["--eval-only", "assets/mnist_10cpc_dm_inner.pt", "--architectures", "convnet",
                                    "--set", "DEFAULT.seed=1"],
         # The same set's binary projection (a pixel is 1 where a point falls, as every real digit here): is the MLP's
@@ -936,13 +936,14 @@ PLAN: list[tuple[str, list[str] | None, Budget]] = [
     # AlexNet on one core, 61 + 78 min; ResNet-18 on the other, 139 min).
     ("fifty-arch", ["vgg11-class-mean-50", "alexnet-class-mean-50"], Budget(eval_models=1)),
     ("fifty-arch", ["resnet18-class-mean-50"], Budget(eval_models=1)),
-    # The 600-iteration set's second VGG-11 model (one core), beside five more fp32 ConvNets for the ten-per-class
-    # headline set (the other core).
+    # The 600-iteration set's second VGG-11 model (one core, 53 min), beside five more fp32 ConvNets for the
+    # ten-per-class headline set (the other core, 31 min).
     ("fifty-arch", ["vgg11-dm-inner-mmd-600-50-seed1"], Budget(eval_models=1)),
     ("distribution", ["10-dm-inner-full-seed1"], Budget()),
-    # Then, on that core, the 250-iteration ten-per-class set on AlexNet by five fp32 models, as herding-10's there.
+    # Then, on that core, the 250-iteration ten-per-class set on AlexNet by five fp32 models, as herding-10's there
+    # (113 min).
     ("ten-arch", ["alexnet-dm-inner-mmd-250-10-fp32"], Budget()),
-    # And on the first core, after the VGG-11 model, that set's second ResNet-18 model (17 min for its first).
+    # And on the first core, after the VGG-11 model, that set's second ResNet-18 model (27 min).
     ("ten-arch", ["resnet18-dm-inner-mmd-250-10-seed1"], Budget(eval_models=1)),
     ("precision", None, Budget()),
     ("cross-arch", None, Budget()),
